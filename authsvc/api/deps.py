@@ -1,0 +1,91 @@
+"""Reusable dependencies, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi_users_db_sqlalchemy import SQLAlchemyUserDatabase
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.db.models import User
+from authsvc.ratelimit.keys import client_ip
+from authsvc.ratelimit.limiter import Rule
+from authsvc.services.container import AppServices
+from authsvc.services.users import UserManager
+from authsvc.security.tokens import InvalidTokenError
+
+
+def get_services(request: Request) -> AppServices:
+    services: AppServices = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[AppServices, Depends(get_services)]
+
+
+async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async with services.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_user_manager(services: ServicesDep, session: SessionDep) -> AsyncIterator[UserManager]:
+    settings = services.settings
+    yield UserManager(
+        SQLAlchemyUserDatabase(session, User),
+        hasher=services.hasher,
+        policy=services.policy,
+        notifier=services.notifier,
+        token_secret=services.token_secret,
+        verify_lifetime=settings.verify_token_lifetime_seconds,
+        reset_lifetime=settings.reset_token_lifetime_seconds,
+        public_url=settings.public_url,
+    )
+
+
+UserManagerDep = Annotated[UserManager, Depends(get_user_manager)]
+
+
+def get_client_ip(request: Request, services: ServicesDep) -> str:
+    peer = request.client.host if request.client else None
+    return client_ip(
+        peer, request.headers.get("x-forwarded-for"), services.settings.trusted_proxies
+    )
+
+
+ClientIP = Annotated[str, Depends(get_client_ip)]
+
+
+def limit_by_ip(pick: str) -> object:
+    """A dependency that counts the request against the named per-IP rule."""
+
+    def dependency(services: ServicesDep, ip: ClientIP) -> None:
+        rule: Rule = getattr(services.rules, pick)
+        services.limiter.hit(rule, ip)
+
+    return Depends(dependency)
+
+
+def _bearer_token(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials:
+        return None
+    return credentials.strip()
+
+
+def general_rate_limit(request: Request, services: ServicesDep, ip: ClientIP) -> None:
+    """Applied to every route: per user (the verified token subject) or else per client IP."""
+    token = _bearer_token(request)
+    if token is not None:
+        try:
+            subject = services.codec.verify(token)["sub"]
+        except InvalidTokenError:
+            pass
+        else:
+            services.limiter.hit(services.rules.authenticated, str(subject))
+            return
+    services.limiter.hit(services.rules.anonymous, ip)

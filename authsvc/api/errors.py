@@ -1,0 +1,84 @@
+"""The one place that turns errors into responses. No stack trace ever reaches a client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from authsvc.errors import AuthsvcError, OAuthError, RateLimited, Unauthorized
+
+log = logging.getLogger("authsvc.errors")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    detail: ErrorDetail
+
+
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    detail: dict[str, Any] = {"code": code, "message": message, **extra}
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuthsvcError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, OAuthError):
+        # RFC 6749 §5.2 body, plus our usual detail; token responses are never cached.
+        body = {
+            "error": exc.error,
+            "error_description": exc.message,
+            "detail": {"code": exc.code, "message": exc.message},
+        }
+        headers.update({"Cache-Control": "no-store", "Pragma": "no-cache"})
+        if exc.http_status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="authsvc"'
+        return JSONResponse(body, status_code=exc.http_status, headers=headers)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(exc.status_code, exc.code, exc.message, headers=headers, **exc.data)
+
+
+def _clean_errors(errors: Any) -> list[dict[str, Any]]:
+    # Pydantic echoes the offending input; that may be a password, so only keep where and why.
+    return [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        for err in errors
+    ]
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _clean_errors(exc.errors())
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"])
+    return error_response(
+        422, "VALIDATION_ERROR", f"{where}: {first['msg']}" if where else first["msg"], errors=errors
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__,
+        exc_info=exc,
+    )
+    return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AuthsvcError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,51 @@
+"""Liveness and readiness probes, and the public key set."""
+
+from __future__ import annotations
+
+import anyio
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from authsvc.api.deps import ServicesDep
+from authsvc.errors import ServiceUnavailable
+
+router = APIRouter()
+
+_READY_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/healthz", tags=["health"], summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    tags=["health"],
+    summary="The database is reachable",
+    responses={503: {"description": "DATABASE_UNAVAILABLE"}},
+)
+async def readyz(services: ServicesDep) -> dict[str, str]:
+    try:
+        with anyio.fail_after(_READY_TIMEOUT_SECONDS):
+            async with services.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        raise ServiceUnavailable(
+            "The database is not reachable.", code="DATABASE_UNAVAILABLE"
+        ) from exc
+    return {"status": "ready"}
+
+
+@router.get(
+    "/.well-known/jwks.json",
+    tags=["keys"],
+    summary="Public keys that verify our access tokens (RFC 7517 JWK Set)",
+)
+async def jwks(services: ServicesDep) -> JSONResponse:
+    return JSONResponse(
+        services.keys.jwks(),
+        headers={"Cache-Control": "public, max-age=300"},
+        media_type="application/jwk-set+json",
+    )

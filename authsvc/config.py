@@ -1,0 +1,128 @@
+"""Settings, read from ``AUTHSVC_*`` environment variables or a ``.env`` file.
+
+Every setting is listed, with its default and meaning, in ``.env.example``; a test keeps the two
+in step. ``get_settings()`` is the only place that reads the environment, so tests build a
+``Settings(...)`` of their own and pass it to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cache
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values that mean "nobody chose a secret": refused outside development.
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "please-change-me"})
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AUTHSVC_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("authsvc-data")
+    database_url: str | None = None
+    migrate_on_start: bool = True
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Tokens
+    issuer: str = "http://127.0.0.1:8000"
+    access_token_audience: str = "authsvc"
+    access_token_lifetime_seconds: int = Field(default=900, ge=30, le=86_400)
+    client_id: str = "authsvc"
+    signing_algorithm: Literal["RS256", "ES256"] = "RS256"
+    signing_key_file: Path | None = None
+    token_secret: SecretStr | None = None
+    verify_token_lifetime_seconds: int = Field(default=86_400, ge=60)
+    reset_token_lifetime_seconds: int = Field(default=3_600, ge=60)
+
+    # Passwords
+    password_min_length: int = Field(default=8, ge=1, le=64)
+    password_max_length: int = Field(default=128, ge=64, le=1024)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=20)
+    password_hash_concurrency: int = Field(default=2, ge=1, le=64)
+
+    # Rate limits (the "limits" notation: "N/second|minute|hour|day")
+    ratelimit_enabled: bool = True
+    ratelimit_storage_uri: str = "memory://"
+    ratelimit_login_ip: str = "20/minute"
+    ratelimit_login_username: str = "10/minute"
+    ratelimit_register_ip: str = "10/hour"
+    ratelimit_password_reset_ip: str = "10/hour"
+    ratelimit_authenticated: str = "300/minute"
+    ratelimit_anonymous: str = "120/minute"
+    trusted_proxies: list[IPNetwork] = Field(default_factory=list)
+
+    # HTTP
+    max_body_bytes: int = Field(default=65_536, ge=1_024)
+
+    # Notifications (verification and reset tokens)
+    notifier: Literal["console", "smtp"] = "console"
+    public_url: str | None = None
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=587, ge=1, le=65_535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_sender: str = "authsvc <no-reply@localhost>"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        # Accept "10.0.0.1,10.0.1.0/24" from the environment as well as a JSON list.
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("ratelimit_storage_uri")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("must be memory:// or redis://host:port/db")
+        return value
+
+    @model_validator(mode="after")
+    def _secure_outside_development(self) -> Self:
+        if self.password_min_length > self.password_max_length:
+            raise ValueError("password_min_length must not exceed password_max_length")
+        if self.environment == "development":
+            return self
+        problems: list[str] = []
+        secret = self.token_secret.get_secret_value() if self.token_secret else ""
+        if secret.strip().lower() in PLACEHOLDER_SECRETS or len(secret) < 32:
+            problems.append("AUTHSVC_TOKEN_SECRET must be set to a random value of 32+ characters")
+        if self.notifier == "console":
+            problems.append(
+                "AUTHSVC_NOTIFIER=console prints reset and verification tokens; use smtp"
+            )
+        if self.database_url is None:
+            problems.append("AUTHSVC_DATABASE_URL must be set")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'authsvc.db').as_posix()}"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        return self.signing_key_file or self.data_dir / f"signing-key-{self.signing_algorithm}.pem"
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

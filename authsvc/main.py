@@ -1,0 +1,166 @@
+"""``create_app(settings)``: the only place where concrete parts are chosen and wired."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio.to_thread
+from fastapi import Depends, FastAPI
+from fastapi_users import FastAPIUsers
+from fastapi_users.authentication import AuthenticationBackend, BearerTransport
+
+import authsvc
+from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
+from authsvc.api.errors import install_error_handlers
+from authsvc.api.middleware import BodySizeLimit
+from authsvc.api.routes import auth, health, users
+from authsvc.config import Settings, get_settings
+from authsvc.db import migrations
+from authsvc.db.models import User
+from authsvc.db.session import create_engine, create_sessionmaker
+from authsvc.notify.base import Notifier
+from authsvc.notify.console import ConsoleNotifier
+from authsvc.notify.smtp import SmtpNotifier
+from authsvc.ratelimit.limiter import RateLimiter
+from authsvc.schemas.users import UserCreate, UserRead, UserUpdate
+from authsvc.security.keys import KeyRing, load_or_create_signing_key
+from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
+from authsvc.security.passwords import PasswordHasher
+from authsvc.security.tokens import AccessTokenCodec
+from authsvc.services.container import AppServices, RateRules
+from authsvc.services.tokens import AccessTokenStrategy
+
+log = logging.getLogger("authsvc")
+
+TOKEN_URL = "auth/token"
+
+
+def _notifier(settings: Settings) -> Notifier:
+    if settings.notifier == "smtp":
+        return SmtpNotifier(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_sender,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout=settings.smtp_timeout_seconds,
+        )
+    return ConsoleNotifier()
+
+
+def load_token_secret(settings: Settings) -> str:
+    """The HS256 secret for verify/reset tokens: from settings, else generated once and kept
+    in the data directory (development only; settings refuse production without one)."""
+    if settings.token_secret is not None:
+        return settings.token_secret.get_secret_value()
+    path: Path = settings.data_dir / "token-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with path.open("x", encoding="utf-8") as handle:
+                path.chmod(0o600)
+                handle.write(secrets.token_urlsafe(48))
+        except FileExistsError:
+            pass  # another worker wrote it first; use theirs
+    return path.read_text(encoding="utf-8").strip()
+
+
+def build_services(settings: Settings) -> AppServices:
+    keys = KeyRing(
+        [load_or_create_signing_key(settings.resolved_signing_key_file, settings.signing_algorithm)]
+    )
+    engine = create_engine(settings.resolved_database_url)
+    return AppServices(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        hasher=PasswordHasher(
+            rounds=settings.bcrypt_rounds, max_concurrency=settings.password_hash_concurrency
+        ),
+        policy=PasswordPolicy(
+            min_length=settings.password_min_length,
+            max_length=settings.password_max_length,
+            common_passwords=load_common_passwords(),
+        ),
+        notifier=_notifier(settings),
+        keys=keys,
+        codec=AccessTokenCodec(
+            keys,
+            issuer=settings.issuer,
+            audience=settings.access_token_audience,
+            lifetime_seconds=settings.access_token_lifetime_seconds,
+            client_id=settings.client_id,
+        ),
+        limiter=RateLimiter(
+            storage_uri=settings.ratelimit_storage_uri, enabled=settings.ratelimit_enabled
+        ),
+        rules=RateRules.from_settings(settings),
+        token_secret=load_token_secret(settings),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            # Alembic's env.py runs its own event loop, so it gets a thread of its own.
+            await anyio.to_thread.run_sync(migrations.upgrade, settings.resolved_database_url)
+        log.info("authsvc ready", extra={"issuer": settings.issuer})
+        try:
+            yield
+        finally:
+            await services.engine.dispose()
+
+    app = FastAPI(
+        title="authsvc",
+        version=authsvc.__version__,
+        description=(
+            "Authentication and user management. Get a token at `POST /auth/token` "
+            "(the Authorize button does it for you), then call the user routes."
+        ),
+        lifespan=lifespan,
+        dependencies=[Depends(general_rate_limit)],
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    backend = AuthenticationBackend(
+        name="jwt",
+        transport=BearerTransport(tokenUrl=TOKEN_URL),
+        get_strategy=lambda: AccessTokenStrategy(services.codec),
+    )
+    fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [backend])
+    current_superuser = fastapi_users.current_user(active=True, superuser=True)
+
+    app.include_router(health.router)
+    app.include_router(auth.router, prefix="/auth")
+    app.include_router(
+        fastapi_users.get_register_router(UserRead, UserCreate),
+        prefix="/auth",
+        tags=["auth"],
+        dependencies=[limit_by_ip("register_ip")],
+    )
+    for router in (fastapi_users.get_verify_router(UserRead), fastapi_users.get_reset_password_router()):
+        app.include_router(
+            router, prefix="/auth", tags=["auth"], dependencies=[limit_by_ip("password_reset_ip")]
+        )
+    app.include_router(users.build_router(current_superuser), prefix="/users")
+    app.include_router(
+        fastapi_users.get_users_router(UserRead, UserUpdate), prefix="/users", tags=["users"]
+    )
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory authsvc.main:app_factory`` (each worker builds one)."""
+    return create_app(get_settings())

@@ -1,0 +1,51 @@
+"""Request and response models for users. Writes refuse unknown fields."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi_users import schemas
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Longer than any password policy allows, so the policy answers with its own clear reason,
+# but short enough that nobody can make us hash megabytes.
+PASSWORD_FIELD_MAX = 4096
+_PRIVILEGED = ("is_active", "is_superuser", "is_verified")
+
+
+class UserRead(schemas.BaseUser[uuid.UUID]):
+    created_at: datetime
+
+
+class UserCreate(schemas.BaseUserCreate):
+    """Self-registration: an email and a password, nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(max_length=PASSWORD_FIELD_MAX)
+
+    @model_validator(mode="after")
+    def _no_privileged_fields(self) -> UserCreate:
+        given = sorted(set(_PRIVILEGED) & self.model_fields_set)
+        if given:
+            raise ValueError(f"these fields cannot be set at registration: {', '.join(given)}")
+        return self
+
+
+class UserUpdate(schemas.BaseUserUpdate):
+    """``PATCH /users/me`` and, for admins, ``PATCH /users/{id}``.
+
+    A user changing their own password must also send ``current_password``; users can never
+    change ``is_active``, ``is_superuser`` or ``is_verified`` on themselves.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    password: str | None = Field(default=None, max_length=PASSWORD_FIELD_MAX)
+    current_password: str | None = Field(default=None, max_length=PASSWORD_FIELD_MAX)
+
+
+class UserPage(BaseModel):
+    items: list[UserRead]
+    total: int = Field(description="Users matching the filters, over all pages.")
+    limit: int
+    offset: int

@@ -1,0 +1,110 @@
+"""Signing keys: generated on first start, persisted as PEM, loaded once into key objects.
+
+Loading a PEM and building a key object costs tens of milliseconds (RSA), so it happens once per
+process; signing and verification reuse the objects. The ``kid`` is the RFC 7638 thumbprint of
+the public key, so the same key always gets the same id, in every worker and on every host.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jose import jwk
+from jose.backends.base import Key
+
+Algorithm = Literal["RS256", "ES256"]
+
+_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    alg: Algorithm
+    private_key: Key = field(repr=False)
+    public_key: Key = field(repr=False)
+    public_jwk: dict[str, str]
+
+
+def thumbprint(public_jwk: dict[str, Any]) -> str:
+    """RFC 7638 §3: SHA-256 over the required members, sorted, no whitespace."""
+    members = _THUMBPRINT_MEMBERS[public_jwk["kty"]]
+    canonical = json.dumps({m: public_jwk[m] for m in members}, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def generate_private_pem(alg: Algorithm) -> bytes:
+    private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if alg == "RS256":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        private = ec.generate_private_key(ec.SECP256R1())
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def signing_key_from_pem(pem: bytes, alg: Algorithm) -> SigningKey:
+    private_key = jwk.construct(pem, alg)
+    public_key = private_key.public_key()
+    public = {k: str(v) for k, v in public_key.to_dict().items()}
+    kid = thumbprint(public)
+    public_jwk = {**public, "kid": kid, "alg": alg, "use": "sig"}
+    return SigningKey(kid, alg, private_key, public_key, public_jwk)
+
+
+def load_or_create_signing_key(path: Path, alg: Algorithm) -> SigningKey:
+    """Load the key at ``path``; create it first if absent.
+
+    Creation is atomic and race-free: the PEM is written to a private temporary file and then
+    hard-linked into place, which fails if another process (a second worker) won the race — in
+    which case we load the winner's key, so every worker signs with the same key.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, generate_private_pem(alg))
+            os.fsync(fd)
+            os.close(fd)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    return signing_key_from_pem(path.read_bytes(), alg)
+
+
+class KeyRing:
+    """The keys this service signs with and accepts, oldest first; the newest one signs."""
+
+    def __init__(self, keys: list[SigningKey]) -> None:
+        if not keys:
+            raise ValueError("a key ring needs at least one key")
+        self._keys = list(keys)
+        self._by_kid = {key.kid: key for key in keys}
+
+    @property
+    def active(self) -> SigningKey:
+        return self._keys[-1]
+
+    def get(self, kid: str) -> SigningKey | None:
+        return self._by_kid.get(kid)
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        # Newest first: clients that take the first matching key find the active one fastest.
+        return {"keys": [key.public_jwk for key in reversed(self._keys)]}

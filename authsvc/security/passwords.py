@@ -1,0 +1,77 @@
+"""Password hashing with passlib's ``CryptContext`` (libpass) and bcrypt, off the event loop.
+
+* ``bcrypt_sha256`` pre-hashes with SHA-256, so bytes past bcrypt's 72-byte limit still count
+  (plain bcrypt would silently ignore them). Plain ``bcrypt`` hashes are still verified and
+  upgraded on the next successful login (``verify_and_update``), as are hashes with fewer rounds.
+* bcrypt releases the GIL, so hashing runs in worker threads; a capacity limiter caps how many
+  run at once, so a login storm queues for the hasher instead of starving every other request.
+* Unknown accounts cost a verification against a dummy hash, so response time does not reveal
+  which emails are registered.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+from passlib.context import CryptContext
+
+T = TypeVar("T")
+
+
+class PasswordHasher:
+    def __init__(self, *, rounds: int = 12, max_concurrency: int = 2) -> None:
+        self._context = CryptContext(
+            schemes=["bcrypt_sha256", "bcrypt"],
+            deprecated=["bcrypt"],
+            bcrypt_sha256__rounds=rounds,
+            bcrypt_sha256__min_rounds=rounds,
+        )
+        self._max_concurrency = max_concurrency
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._dummy_hash: str | None = None
+        # Identifiers of the threads that did hashing work: lets tests prove it stayed off the
+        # event-loop thread. Bounded by the size of the worker-thread pool.
+        self.worker_threads: set[int] = set()
+
+    async def _run(self, func: Callable[[], T]) -> T:
+        if self._limiter is None:
+            # Created lazily: an anyio limiter belongs to the running event loop.
+            self._limiter = anyio.CapacityLimiter(self._max_concurrency)
+
+        def work() -> T:
+            self.worker_threads.add(threading.get_ident())
+            return func()
+
+        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+
+    async def hash(self, password: str) -> str:
+        return await self._run(lambda: str(self._context.hash(password)))
+
+    async def verify_and_update(self, password: str, hashed: str) -> tuple[bool, str | None]:
+        def work() -> tuple[bool, str | None]:
+            try:
+                verified, new_hash = self._context.verify_and_update(password, hashed)
+            except (ValueError, TypeError):
+                # An unrecognised or corrupt stored hash never verifies.
+                return False, None
+            return bool(verified), new_hash
+
+        return await self._run(work)
+
+    async def verify(self, password: str, hashed: str) -> bool:
+        verified, _ = await self.verify_and_update(password, hashed)
+        return verified
+
+    async def dummy_verify(self, password: str) -> None:
+        """Spend what a real verification costs, for accounts that do not exist."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+        await self.verify_and_update(password, self._dummy_hash)
+
+    def needs_update(self, hashed: str) -> bool:
+        return bool(self._context.needs_update(hashed))

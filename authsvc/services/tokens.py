@@ -1,0 +1,41 @@
+"""The fastapi-users ``Strategy`` for our access tokens: JWTs from ``AccessTokenCodec``."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi_users import exceptions
+from fastapi_users.authentication.strategy import Strategy, StrategyDestroyNotSupportedError
+from fastapi_users.manager import BaseUserManager
+
+from authsvc.db.models import User
+from authsvc.security.tokens import AccessTokenCodec, InvalidTokenError
+
+log = logging.getLogger("authsvc.tokens")
+
+
+class AccessTokenStrategy(Strategy[User, uuid.UUID]):
+    def __init__(self, codec: AccessTokenCodec) -> None:
+        self.codec = codec
+
+    async def read_token(
+        self, token: str | None, user_manager: BaseUserManager[User, uuid.UUID]
+    ) -> User | None:
+        if token is None:
+            return None
+        try:
+            claims = self.codec.verify(token)
+            return await user_manager.get(user_manager.parse_id(claims["sub"]))
+        except InvalidTokenError as exc:
+            log.info("access token refused: %s", exc)
+            return None
+        except (exceptions.InvalidID, exceptions.UserNotExists):
+            return None
+
+    async def write_token(self, user: User) -> str:
+        return self.codec.issue(str(user.id)).token
+
+    async def destroy_token(self, token: str, user: User) -> None:
+        # Stateless JWTs cannot be destroyed; they expire (revocation comes with sessions).
+        raise StrategyDestroyNotSupportedError()
