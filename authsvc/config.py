@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal, Self
 
+from limits import parse as parse_limit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -92,6 +93,22 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// or redis://host:port/db")
         return value
 
+    @field_validator(
+        "ratelimit_login_ip",
+        "ratelimit_login_username",
+        "ratelimit_register_ip",
+        "ratelimit_password_reset_ip",
+        "ratelimit_authenticated",
+        "ratelimit_anonymous",
+    )
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        try:
+            parse_limit(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '20/minute': {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _secure_outside_development(self) -> Self:
         if self.password_min_length > self.password_max_length:
@@ -117,6 +134,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'authsvc.db').as_posix()}"
+
+    @property
+    def database_backend(self) -> str:
+        """The database's dialect name, for logs (never the URL: it may hold a password)."""
+        return self.resolved_database_url.split(":", 1)[0].split("+", 1)[0]
 
     @property
     def resolved_signing_key_file(self) -> Path:

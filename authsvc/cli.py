@@ -1,0 +1,153 @@
+"""``authsvc serve | migrate | create-admin``.
+
+``serve`` does the first-start work (migrations, signing key, token secret) once in the parent
+process, before any worker exists, so several workers never race to create them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from authsvc.config import Settings, get_settings
+
+log = logging.getLogger("authsvc")
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # Alembic narrates its plugin set-up at INFO; keep the start-up log readable.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+
+def _prepare(settings: Settings) -> None:
+    """Everything a worker expects to exist: the data directory, schema, key and secret."""
+    from authsvc.db import migrations
+    from authsvc.main import load_token_secret
+    from authsvc.security.keys import load_or_create_signing_key
+
+    if settings.database_url is None or settings.signing_key_file is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.migrate_on_start:
+        migrations.upgrade(settings.resolved_database_url)
+    load_or_create_signing_key(settings.resolved_signing_key_file, settings.signing_algorithm)
+    load_token_secret(settings)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _prepare(settings)
+    # The schema is current now; workers need not each run the migrations again.
+    os.environ["AUTHSVC_MIGRATE_ON_START"] = "false"
+    log.info(
+        "serving on http://%s:%d (database %s, %d worker(s))",
+        args.host,
+        args.port,
+        settings.database_backend,
+        args.workers,
+    )
+    uvicorn.run(
+        "authsvc.main:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        # The client IP comes from the socket unless AUTHSVC_TRUSTED_PROXIES says otherwise;
+        # uvicorn's own X-Forwarded-For handling would trust 127.0.0.1 by default.
+        proxy_headers=False,
+        server_header=False,
+        log_level=settings.log_level.lower(),
+    )
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from authsvc.db import migrations
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(settings.resolved_database_url, args.revision)
+    print(f"database at revision {args.revision} ({settings.database_backend})")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    second = getpass.getpass("Repeat password: ")
+    if first != second:
+        raise SystemExit("error: the passwords do not match")
+    return first
+
+
+def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from authsvc.services.admin import AdminCreationError, create_admin
+
+    password = _read_password(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        user_id = asyncio.run(create_admin(settings, args.email, password))
+    except AdminCreationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"created superuser {args.email} ({user_id})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authsvc", description="Authentication and user-management service."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser(
+        "create-admin",
+        help="create a verified superuser; the password is read from a prompt or stdin",
+    )
+    admin.add_argument("--email", required=True)
+    admin.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first stdin line"
+    )
+    admin.set_defaults(func=cmd_create_admin)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "workers", 1) < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings)
+    code: int = args.func(settings, args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""Fixtures: a migrated database per engine, an app per test, a client, user factories.
+
+Every test that touches the database runs twice, on SQLite (the embedded default) and on a real
+PostgreSQL that ``tests/servers.py`` starts for the session. ``AUTHSVC_TEST_ENGINES=sqlite``
+narrows a local run to one engine; CI runs both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import text
+
+from authsvc.config import Settings
+from authsvc.db import migrations
+from authsvc.db.models import User
+from authsvc.main import create_app
+from authsvc.security.keys import load_or_create_signing_key
+from authsvc.services.container import AppServices
+
+ENGINES = [
+    engine.strip()
+    for engine in os.environ.get("AUTHSVC_TEST_ENGINES", "sqlite,postgresql").split(",")
+    if engine.strip()
+]
+PASSWORD = "correct horse battery staple"
+TOKEN_SECRET = "test-token-secret-" + "x" * 32
+
+
+@pytest.fixture(scope="session")
+def _servers() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, _servers: ExitStack
+) -> str:
+    """A migrated, empty database for the whole session, one per engine."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'authsvc.db'}"
+    elif request.param == "postgresql":
+        from tests.servers import postgres_server
+
+        url = _servers.enter_context(postgres_server())
+    else:
+        raise ValueError(f"unknown engine {request.param!r} in AUTHSVC_TEST_ENGINES")
+    migrations.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One RSA key for the session: generating one per test would dominate the run time."""
+    path = tmp_path_factory.mktemp("keys") / "signing-key-RS256.pem"
+    load_or_create_signing_key(path, "RS256")
+    return path
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Tests override settings by redefining or updating this fixture."""
+    return {}
+
+
+@pytest.fixture
+def settings(
+    database_url: str,
+    signing_key_file: Path,
+    tmp_path: Path,
+    settings_overrides: dict[str, Any],
+) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "database_url": database_url,
+        "migrate_on_start": False,
+        "signing_key_file": signing_key_file,
+        "token_secret": SecretStr(TOKEN_SECRET),
+        "bcrypt_rounds": 4,
+    }
+    values.update(settings_overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    services: AppServices = application.state.services
+    try:
+        yield application
+    finally:
+        async with services.engine.begin() as conn:
+            await conn.execute(text('DELETE FROM "user"'))
+        await services.engine.dispose()
+
+
+@pytest.fixture
+def services(app: FastAPI) -> AppServices:
+    result: AppServices = app.state.services
+    return result
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+MakeUser = Callable[..., Awaitable[User]]
+
+
+@pytest.fixture
+def make_user(services: AppServices) -> MakeUser:
+    """Insert a user directly (no HTTP, no rate limits): ``await make_user("a@example.com")``."""
+
+    async def factory(
+        email: str,
+        password: str = PASSWORD,
+        *,
+        is_superuser: bool = False,
+        is_verified: bool = True,
+        is_active: bool = True,
+    ) -> User:
+        user = User(
+            email=email,
+            hashed_password=await services.hasher.hash(password),
+            is_superuser=is_superuser,
+            is_verified=is_verified,
+            is_active=is_active,
+        )
+        async with services.sessionmaker() as session:
+            session.add(user)
+            await session.commit()
+        return user
+
+    return factory
+
+
+Login = Callable[..., Awaitable[dict[str, str]]]
+
+
+@pytest.fixture
+def login(client: httpx.AsyncClient) -> Login:
+    """``headers = await login(email)``: the Authorization header of a fresh access token."""
+
+    async def do_login(email: str, password: str = PASSWORD) -> dict[str, str]:
+        response = await client.post(
+            "/auth/token",
+            data={"grant_type": "password", "username": email, "password": password},
+        )
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    return do_login
+
+
+@pytest.fixture
+async def admin_headers(make_user: MakeUser, login: Login) -> dict[str, str]:
+    await make_user("admin@example.com", is_superuser=True)
+    return await login("admin@example.com")
+
+
+def token_from_console(output: str, purpose: str) -> str:
+    """The token the console notifier printed (the default notifier writes to stdout)."""
+    subject = "Verify your email address" if purpose == "verify" else "Reset your password"
+    match = re.search(re.escape(subject) + r" ---\n.*?:\n\n(\S+)\n", output, re.S)
+    assert match, f"no {purpose} message in output: {output!r}"
+    return match.group(1)
+
+
+async def row_count(services: AppServices) -> int:
+    async with services.engine.connect() as conn:
+        return int((await conn.execute(text('SELECT count(*) FROM "user"'))).scalar_one())
