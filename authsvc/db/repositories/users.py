@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +22,10 @@ def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _filtered(statement: Select[tuple[User]], filters: UserFilter) -> Select[tuple[User]]:
+S = TypeVar("S", bound=Select[Any])
+
+
+def _filtered(statement: S, filters: UserFilter) -> S:
     if filters.email_prefix:
         pattern = _escape_like(filters.email_prefix.lower()) + "%"
         statement = statement.where(func.lower(User.email).like(pattern, escape="\\"))
@@ -38,6 +42,6 @@ async def list_users(
     """One page of users, oldest first, and the total number matching the filters."""
     page = _filtered(select(User), filters).order_by(User.created_at, User.id)
     items = (await session.scalars(page.limit(limit).offset(offset))).all()
-    count = _filtered(select(User), filters).with_only_columns(func.count()).order_by(None)
+    count = _filtered(select(func.count()).select_from(User), filters)
     total = (await session.scalar(count)) or 0
     return list(items), int(total)
