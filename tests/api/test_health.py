@@ -1,0 +1,105 @@
+"""Probes, the JWKS document, and how unexpected errors are answered."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from authsvc.config import Settings
+from authsvc.main import create_app
+from tests.conftest import Login, MakeUser
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+
+
+async def test_readyz_when_the_database_is_down(settings: Settings) -> None:
+    # A port nothing listens on: the probe must answer 503 with a code, quickly.
+    down = settings.model_copy(
+        update={"database_url": "postgresql+asyncpg://nobody@127.0.0.1:9/none"}
+    )
+    app = create_app(down)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/readyz")
+    await app.state.services.engine.dispose()
+    assert response.status_code == 503
+    assert response.json()["detail"]["code"] == "DATABASE_UNAVAILABLE"
+    assert "127.0.0.1" not in response.text
+
+
+async def test_jwks_verifies_our_tokens_with_another_library(
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login
+) -> None:
+    await make_user("jwks@example.com")
+    token = (await login("jwks@example.com"))["Authorization"].removeprefix("Bearer ")
+    response = await client.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/jwk-set+json")
+    document = response.json()
+    (key,) = document["keys"]
+    assert {"kty", "kid", "alg", "use", "n", "e"} <= set(key)
+    assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+    claims = jwt.decode(
+        token,
+        jwt.PyJWK(key).key,
+        algorithms=["RS256"],
+        audience="authsvc",
+        issuer="http://127.0.0.1:8000",
+        options={"require": ["exp", "iat", "sub", "jti"]},
+    )
+    assert claims["aud"] == "authsvc"
+
+
+class TestES256:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"signing_algorithm": "ES256", "signing_key_file": None}
+
+    async def test_es256_is_selectable(
+        self, client: httpx.AsyncClient, make_user: MakeUser, login: Login
+    ) -> None:
+        await make_user("ec@example.com")
+        token = (await login("ec@example.com"))["Authorization"].removeprefix("Bearer ")
+        assert jwt.get_unverified_header(token)["alg"] == "ES256"
+        (key,) = (await client.get("/.well-known/jwks.json")).json()["keys"]
+        assert (key["kty"], key["crv"], key["alg"]) == ("EC", "P-256", "ES256")
+        claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["ES256"], audience="authsvc")
+        assert "sub" in claims
+        me = await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200
+
+
+async def test_unexpected_errors_are_a_generic_500(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("internal detail that must not leak")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    with caplog.at_level(logging.ERROR, logger="authsvc.errors"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/boom")
+    await app.state.services.engine.dispose()
+    assert response.status_code == 500
+    assert response.json() == {
+        "detail": {"code": "INTERNAL_ERROR", "message": "An unexpected error occurred."}
+    }
+    assert "internal detail" not in response.text
+    assert any("RuntimeError" in record.getMessage() for record in caplog.records)
