@@ -28,7 +28,9 @@ def _configure_logging(settings: Settings) -> None:
         stream=sys.stderr,
     )
     # Alembic narrates its plugin set-up at INFO; keep the start-up log readable.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    logging.getLogger("alembic").setLevel(
+        max(logging.WARNING, logging.getLevelName(settings.log_level))
+    )
 
 
 def _prepare(settings: Settings) -> None:

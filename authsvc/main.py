@@ -150,7 +150,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["auth"],
         dependencies=[limit_by_ip("register_ip")],
     )
-    for router in (fastapi_users.get_verify_router(UserRead), fastapi_users.get_reset_password_router()):
+    for router in (
+        fastapi_users.get_verify_router(UserRead),
+        fastapi_users.get_reset_password_router(),
+    ):
         app.include_router(
             router, prefix="/auth", tags=["auth"], dependencies=[limit_by_ip("password_reset_ip")]
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi_users_db_sqlalchemy import SQLAlchemyUserDatabase
@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.db.models import User
 from authsvc.ratelimit.keys import client_ip
 from authsvc.ratelimit.limiter import Rule
+from authsvc.security.tokens import InvalidTokenError
 from authsvc.services.container import AppServices
 from authsvc.services.users import UserManager
-from authsvc.security.tokens import InvalidTokenError
 
 
 def get_services(request: Request) -> AppServices:
@@ -33,7 +33,9 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def get_user_manager(services: ServicesDep, session: SessionDep) -> AsyncIterator[UserManager]:
+async def get_user_manager(
+    services: ServicesDep, session: SessionDep
+) -> AsyncIterator[UserManager]:
     settings = services.settings
     yield UserManager(
         SQLAlchemyUserDatabase(session, User),
@@ -60,7 +62,7 @@ def get_client_ip(request: Request, services: ServicesDep) -> str:
 ClientIP = Annotated[str, Depends(get_client_ip)]
 
 
-def limit_by_ip(pick: str) -> object:
+def limit_by_ip(pick: str) -> Any:
     """A dependency that counts the request against the named per-IP rule."""
 
     def dependency(services: ServicesDep, ip: ClientIP) -> None:

@@ -6,11 +6,11 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from authsvc.errors import AuthsvcError, OAuthError, RateLimited, Unauthorized
 
@@ -67,8 +67,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = _clean_errors(exc.errors())
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(part) for part in first["loc"])
+    reason = str(first["msg"])
     return error_response(
-        422, "VALIDATION_ERROR", f"{where}: {first['msg']}" if where else first["msg"], errors=errors
+        422, "VALIDATION_ERROR", f"{where}: {reason}" if where else reason, errors=errors
     )
 
 
@@ -84,7 +85,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error(
-        "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__,
+        "unhandled error on %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
         exc_info=exc,
     )
     return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred.")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 
 import authsvc
+from alembic import command
 
 
 def script_location() -> Path:

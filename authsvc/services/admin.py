@@ -45,7 +45,7 @@ async def create_admin(settings: Settings, email: str, password: str) -> uuid.UU
     engine = create_engine(settings.resolved_database_url)
     try:
         async with create_sessionmaker(engine)() as session:
-            users = SQLAlchemyUserDatabase(session, User)
+            users: SQLAlchemyUserDatabase[User, uuid.UUID] = SQLAlchemyUserDatabase(session, User)
             if await users.get_by_email(email) is not None:
                 raise AdminCreationError(f"a user with email {email} already exists")
             try:

@@ -30,9 +30,7 @@ class RateRules:
             login_ip=Rule.parse("login-ip", settings.ratelimit_login_ip),
             login_username=Rule.parse("login-username", settings.ratelimit_login_username),
             register_ip=Rule.parse("register-ip", settings.ratelimit_register_ip),
-            password_reset_ip=Rule.parse(
-                "password-reset-ip", settings.ratelimit_password_reset_ip
-            ),
+            password_reset_ip=Rule.parse("password-reset-ip", settings.ratelimit_password_reset_ip),
             authenticated=Rule.parse("user", settings.ratelimit_authenticated),
             anonymous=Rule.parse("anonymous-ip", settings.ratelimit_anonymous),
         )

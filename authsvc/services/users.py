@@ -100,8 +100,11 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         await self.validate_password(user_create.password, user_create)
         if await self.user_db.get_by_email(user_create.email) is not None:
             raise exceptions.UserAlreadyExists()
-        user_dict = (
-            user_create.create_update_dict() if safe else user_create.create_update_dict_superuser()
+        # fastapi-users leaves these two helpers unannotated.
+        user_dict: dict[str, Any] = (
+            user_create.create_update_dict()  # type: ignore[no-untyped-call]
+            if safe
+            else user_create.create_update_dict_superuser()  # type: ignore[no-untyped-call]
         )
         user_dict["hashed_password"] = await self.hasher.hash(user_dict.pop("password"))
         try:
@@ -181,7 +184,9 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         )
         await self.on_after_forgot_password(user, token, request)
 
-    async def reset_password(self, token: str, password: str, request: Request | None = None) -> User:
+    async def reset_password(
+        self, token: str, password: str, request: Request | None = None
+    ) -> User:
         try:
             data = decode_jwt(
                 token, self.reset_password_token_secret, [self.reset_password_token_audience]
@@ -201,7 +206,9 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     # --- hooks -------------------------------------------------------------------------------
 
     async def _notify(self, user: User, purpose: Purpose, token: str) -> None:
-        message = TokenMessage(user.email, purpose, token, build_link(self.public_url, purpose, token))
+        message = TokenMessage(
+            user.email, purpose, token, build_link(self.public_url, purpose, token)
+        )
         try:
             await self.notifier.send(message)
         except Exception as exc:  # noqa: BLE001 - a delivery failure must not reach the caller

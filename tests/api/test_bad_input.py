@@ -263,7 +263,15 @@ async def test_hs256_signed_with_the_public_key(
 
 @pytest.mark.parametrize(
     "value",
-    ["", "Bearer", "Bearer ", "Bearer a.b", "Bearer ....", "Basic dXNlcjpwYXNz", "Bearer " + "a" * 9000],
+    [
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer a.b",
+        "Bearer ....",
+        "Basic dXNlcjpwYXNz",
+        "Bearer " + "a" * 9000,
+    ],
 )
 async def test_garbage_authorization_headers(client: httpx.AsyncClient, value: str) -> None:
     response = await client.get("/users/me", headers={"Authorization": value})

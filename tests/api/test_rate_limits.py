@@ -39,9 +39,7 @@ class TestLoginLimits:
                 assert response.status_code == 400
         async with client_at(app, "198.51.100.99") as client:
             # Even the right password is refused once the account's budget is spent.
-            blocked = await client.post(
-                "/auth/token", data=form("Victim@Example.com", PASSWORD)
-            )
+            blocked = await client.post("/auth/token", data=form("Victim@Example.com", PASSWORD))
         assert_429(blocked)
         async with client_at(app, "198.51.100.99") as client:
             other = await client.post("/auth/token", data=form("someone@example.com"))

@@ -104,9 +104,7 @@ async def test_patch_me_to_a_taken_email_is_refused(
     await make_user("first@example.com")
     await make_user("second@example.com")
     headers = await login("second@example.com")
-    response = await client.patch(
-        "/users/me", headers=headers, json={"email": "FIRST@example.com"}
-    )
+    response = await client.patch("/users/me", headers=headers, json={"email": "FIRST@example.com"})
     assert response.status_code == 400
     assert response.json()["detail"] == "UPDATE_USER_EMAIL_ALREADY_EXISTS"
 

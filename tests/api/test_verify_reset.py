@@ -14,9 +14,7 @@ async def test_verify_flow(
     client: httpx.AsyncClient, make_user: MakeUser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await make_user("verify@example.com", is_verified=False)
-    response = await client.post(
-        "/auth/request-verify-token", json={"email": "verify@example.com"}
-    )
+    response = await client.post("/auth/request-verify-token", json={"email": "verify@example.com"})
     assert response.status_code == 202
     token = token_from_console(capsys.readouterr().out, "verify")
 

@@ -32,7 +32,9 @@ def build_router(current_superuser: Callable[..., Any]) -> APIRouter:
         is_active: bool | None = None,
         is_verified: bool | None = None,
     ) -> UserPage:
-        filters = UserFilter(email_prefix=email_prefix, is_active=is_active, is_verified=is_verified)
+        filters = UserFilter(
+            email_prefix=email_prefix, is_active=is_active, is_verified=is_verified
+        )
         users, total = await list_users(session, filters, limit=limit, offset=offset)
         return UserPage(
             items=[UserRead.model_validate(user) for user in users],

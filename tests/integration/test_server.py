@@ -1,0 +1,77 @@
+"""The real service: ``authsvc serve`` from an empty folder, over real sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from tests.integration.procs import serve
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery staple"
+
+
+def register_and_login(base_url: str, email: str) -> str:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        created = client.post("/auth/register", json={"email": email, "password": PASSWORD})
+        assert created.status_code == 201, created.text
+        response = client.post(
+            "/auth/token",
+            data={"grant_type": "password", "username": email, "password": PASSWORD},
+        )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
+
+
+def test_login_and_verify_with_pyjwt_using_only_the_jwks(tmp_path: Path) -> None:
+    """A second party (PyJWT, not python-jose) validates our token from the JWKS document."""
+    with serve(tmp_path) as server:
+        token = register_and_login(server.base_url, "e2e@example.com")
+        jwks_client = jwt.PyJWKClient(f"{server.base_url}/.well-known/jwks.json")
+        signing_key = jwks_client.get_signing_key_from_jwt(token)
+        claims = jwt.decode(
+            token,
+            signing_key.key,
+            algorithms=["RS256"],
+            audience="authsvc",
+            issuer="http://127.0.0.1:8000",
+            options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+        )
+        assert jwt.get_unverified_header(token)["typ"] == "at+jwt"
+        with httpx.Client(base_url=server.base_url) as client:
+            me = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.json()["id"] == claims["sub"]
+
+    # The embedded default lives in ./authsvc-data of the folder it was started in.
+    data = tmp_path / "authsvc-data"
+    assert (data / "authsvc.db").is_file()
+    assert (data / "signing-key-RS256.pem").stat().st_mode & 0o077 == 0
+    assert "BEGIN" not in server.log()  # no key material in the log
+    assert PASSWORD not in server.log()
+
+
+def test_the_signing_key_survives_a_restart(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        token = register_and_login(server.base_url, "restart@example.com")
+    with serve(tmp_path) as server, httpx.Client(base_url=server.base_url) as client:
+        me = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200, me.text
+
+
+def test_several_workers_share_keys_and_data(tmp_path: Path) -> None:
+    with serve(tmp_path, workers=2) as server:
+        token = register_and_login(server.base_url, "workers@example.com")
+        kids = set()
+        for _ in range(12):
+            # A fresh connection each time, so requests spread over both workers.
+            with httpx.Client(base_url=server.base_url) as client:
+                me = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+                assert me.status_code == 200
+                kids.add(client.get("/.well-known/jwks.json").json()["keys"][0]["kid"])
+        assert len(kids) == 1
+    assert server.log().count("Application startup complete") == 2
