@@ -19,6 +19,7 @@ from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
 from authsvc.api.errors import install_error_handlers
 from authsvc.api.middleware import BodySizeLimit
 from authsvc.api.routes import auth, health, users
+from authsvc.api.routes.docs import describe
 from authsvc.config import Settings, get_settings
 from authsvc.db import migrations
 from authsvc.db.models import User
@@ -145,21 +146,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router, prefix="/auth")
     app.include_router(
-        fastapi_users.get_register_router(UserRead, UserCreate),
+        describe(fastapi_users.get_register_router(UserRead, UserCreate)),
         prefix="/auth",
         tags=["auth"],
         dependencies=[limit_by_ip("register_ip")],
     )
     for router in (
-        fastapi_users.get_verify_router(UserRead),
-        fastapi_users.get_reset_password_router(),
+        describe(fastapi_users.get_verify_router(UserRead)),
+        describe(fastapi_users.get_reset_password_router()),
     ):
         app.include_router(
             router, prefix="/auth", tags=["auth"], dependencies=[limit_by_ip("password_reset_ip")]
         )
     app.include_router(users.build_router(current_superuser), prefix="/users")
     app.include_router(
-        fastapi_users.get_users_router(UserRead, UserUpdate), prefix="/users", tags=["users"]
+        describe(fastapi_users.get_users_router(UserRead, UserUpdate)),
+        prefix="/users",
+        tags=["users"],
     )
     return app
 

@@ -103,3 +103,33 @@ async def test_unexpected_errors_are_a_generic_500(
     }
     assert "internal detail" not in response.text
     assert any("RuntimeError" in record.getMessage() for record in caplog.records)
+
+
+async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    operations = {
+        (method.upper(), path): operation
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+    }
+    expected = {
+        ("POST", "/auth/token"),
+        ("POST", "/auth/register"),
+        ("POST", "/auth/request-verify-token"),
+        ("POST", "/auth/verify"),
+        ("POST", "/auth/forgot-password"),
+        ("POST", "/auth/reset-password"),
+        ("GET", "/users"),
+        ("GET", "/users/me"),
+        ("PATCH", "/users/me"),
+        ("GET", "/users/{id}"),
+        ("PATCH", "/users/{id}"),
+        ("DELETE", "/users/{id}"),
+        ("GET", "/.well-known/jwks.json"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+    }
+    assert set(operations) == expected
+    for key, operation in operations.items():
+        # fastapi-users' generated names look like "Users:Patch Current User".
+        assert ":" not in operation["summary"], key
