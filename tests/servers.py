@@ -88,8 +88,7 @@ def _as_postgres_user() -> tuple[list[str], int | None, int | None]:
         account = pwd.getpwnam("postgres")
     except KeyError:
         raise RuntimeError(
-            "running as root and there is no 'postgres' user to run PostgreSQL as; "
-            + INSTALL_HINT
+            "running as root and there is no 'postgres' user to run PostgreSQL as; " + INSTALL_HINT
         ) from None
     return ["runuser", "-u", "postgres", "--"], account.pw_uid, account.pw_gid
 

@@ -37,6 +37,10 @@ class PasswordHasher:
         # Identifiers of the threads that did hashing work: lets tests prove it stayed off the
         # event-loop thread. Bounded by the size of the worker-thread pool.
         self.worker_threads: set[int] = set()
+        # How many hashes ran at once, now and at the most: the cap made observable.
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._count_lock = threading.Lock()
 
     async def _run(self, func: Callable[[], T]) -> T:
         if self._limiter is None:
@@ -44,8 +48,15 @@ class PasswordHasher:
             self._limiter = anyio.CapacityLimiter(self._max_concurrency)
 
         def work() -> T:
-            self.worker_threads.add(threading.get_ident())
-            return func()
+            with self._count_lock:
+                self.worker_threads.add(threading.get_ident())
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                return func()
+            finally:
+                with self._count_lock:
+                    self.in_flight -= 1
 
         return await anyio.to_thread.run_sync(work, limiter=self._limiter)
 

@@ -172,3 +172,19 @@ async def test_login_helper_token_works_for_me(
     await make_user("helper@example.com")
     headers = await login("helper@example.com")
     assert (await client.get("/users/me", headers=headers)).json()["email"] == "helper@example.com"
+
+
+async def test_request_path_hashing_stays_off_the_event_loop(
+    client: httpx.AsyncClient, services: AppServices, login: Login
+) -> None:
+    import threading
+
+    loop_thread = threading.get_ident()  # ASGITransport runs the app on this loop
+    created = await client.post(
+        "/auth/register", json={"email": "thread@example.com", "password": PASSWORD}
+    )
+    assert created.status_code == 201
+    await login("thread@example.com")
+    await client.post("/auth/token", data=form("ghost@example.com"))  # dummy verify
+    assert services.hasher.worker_threads
+    assert loop_thread not in services.hasher.worker_threads
