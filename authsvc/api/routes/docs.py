@@ -53,7 +53,7 @@ def describe(router: APIRouter) -> APIRouter:
     for route in router.routes:
         if not isinstance(route, APIRoute):
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             docs = _DOCS.get((method, route.path))
             if docs is not None:
                 route.summary, route.description = docs
