@@ -8,13 +8,14 @@ in step. ``get_settings()`` is the only place that reads the environment, so tes
 from __future__ import annotations
 
 import ipaddress
+import json
 from functools import cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from limits import parse as parse_limit
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Values that mean "nobody chose a secret": refused outside development.
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "please-change-me"})
@@ -62,7 +63,8 @@ class Settings(BaseSettings):
     ratelimit_password_reset_ip: str = "10/hour"
     ratelimit_authenticated: str = "300/minute"
     ratelimit_anonymous: str = "120/minute"
-    trusted_proxies: list[IPNetwork] = Field(default_factory=list)
+    # NoDecode: the environment gives a comma list, which the validator below splits.
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
 
     # HTTP
     max_body_bytes: int = Field(default=65_536, ge=1_024)
@@ -82,7 +84,9 @@ class Settings(BaseSettings):
     @classmethod
     def _split_proxies(cls, value: object) -> object:
         # Accept "10.0.0.1,10.0.1.0/24" from the environment as well as a JSON list.
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
