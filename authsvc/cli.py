@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from authsvc.config import Settings, get_settings
+from authsvc.security.keys import KeyLoadError
 
 log = logging.getLogger("authsvc")
 
@@ -147,7 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     _configure_logging(settings)
-    code: int = args.func(settings, args)
+    try:
+        code: int = args.func(settings, args)
+    except KeyLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

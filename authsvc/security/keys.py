@@ -56,9 +56,20 @@ def generate_private_pem(alg: Algorithm) -> bytes:
     )
 
 
+class KeyLoadError(ValueError):
+    """The key file is unreadable or not a private key for the configured algorithm."""
+
+
 def signing_key_from_pem(pem: bytes, alg: Algorithm) -> SigningKey:
-    private_key = jwk.construct(pem, alg)
-    public_key = private_key.public_key()
+    try:
+        private_key = jwk.construct(pem, alg)
+        public_key = private_key.public_key()
+    except Exception as exc:  # noqa: BLE001 - jose raises several types for bad PEMs
+        raise KeyLoadError(
+            f"not a {alg} private key in PEM format ({type(exc).__name__})"
+        ) from None
+    if b"PRIVATE KEY" not in pem:
+        raise KeyLoadError(f"not a {alg} private key in PEM format (public key only)")
     public = {k: str(v) for k, v in public_key.to_dict().items()}
     kid = thumbprint(public)
     public_jwk = {**public, "kid": kid, "alg": alg, "use": "sig"}
@@ -86,7 +97,10 @@ def load_or_create_signing_key(path: Path, alg: Algorithm) -> SigningKey:
                 pass
         finally:
             os.unlink(tmp)
-    return signing_key_from_pem(path.read_bytes(), alg)
+    try:
+        return signing_key_from_pem(path.read_bytes(), alg)
+    except KeyLoadError as exc:
+        raise KeyLoadError(f"signing key file {path}: {exc}") from None
 
 
 class KeyRing:

@@ -76,3 +76,13 @@ def test_invalid_settings_are_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "AUTHSVC_TOKEN_SECRET" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_signing_key_is_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "authsvc-data"
+    data.mkdir()
+    (data / "signing-key-RS256.pem").write_text("-----BEGIN PRIVATE KEY-----\nnope\n")
+    result = run_cli(["serve", "--port", "1"], tmp_path)
+    assert result.returncode == 2
+    assert "signing-key-RS256.pem" in result.stderr
+    assert "Traceback" not in result.stderr
