@@ -188,3 +188,20 @@ async def test_request_path_hashing_stays_off_the_event_loop(
     await client.post("/auth/token", data=form("ghost@example.com"))  # dummy verify
     assert services.hasher.worker_threads
     assert loop_thread not in services.hasher.worker_threads
+
+
+async def test_concurrent_registrations_of_one_address_make_one_account(
+    client: httpx.AsyncClient, services: AppServices
+) -> None:
+    import asyncio
+
+    emails = ["race@example.com", "RACE@example.com", "Race@Example.com", "race@EXAMPLE.com"]
+    responses = await asyncio.gather(
+        *(client.post("/auth/register", json={"email": e, "password": PASSWORD}) for e in emails)
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201, 400, 400, 400], [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 400:
+            assert response.json()["detail"] == "REGISTER_USER_ALREADY_EXISTS"
+    assert await row_count(services) == 1
