@@ -52,6 +52,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     _prepare(settings)
+    if args.workers > 1 and settings.ratelimit_storage_uri.startswith("memory://"):
+        log.warning(
+            "%d workers with memory:// rate-limit storage: each worker counts on its own, so "
+            "limits are up to %d times looser; set AUTHSVC_RATELIMIT_STORAGE_URI=redis://...",
+            args.workers,
+            args.workers,
+        )
     # The schema is current now; workers need not each run the migrations again.
     os.environ["AUTHSVC_MIGRATE_ON_START"] = "false"
     log.info(
