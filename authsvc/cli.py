@@ -34,14 +34,19 @@ def _configure_logging(settings: Settings) -> None:
     )
 
 
+def _ensure_data_dir(settings: Settings) -> None:
+    # It holds the password hashes (SQLite), the signing key and the token secret: owner only.
+    if not settings.data_dir.exists():
+        settings.data_dir.mkdir(mode=0o700, parents=True)
+
+
 def _prepare(settings: Settings) -> None:
     """Everything a worker expects to exist: the data directory, schema, key and secret."""
     from authsvc.db import migrations
     from authsvc.main import load_token_secret
     from authsvc.security.keys import load_or_create_signing_key
 
-    if settings.database_url is None or settings.signing_key_file is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _ensure_data_dir(settings)
     if settings.migrate_on_start:
         migrations.upgrade(settings.resolved_database_url)
     load_or_create_signing_key(settings.resolved_signing_key_file, settings.signing_algorithm)
@@ -86,7 +91,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from authsvc.db import migrations
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _ensure_data_dir(settings)
     migrations.upgrade(settings.resolved_database_url, args.revision)
     print(f"database at revision {args.revision} ({settings.database_backend})")
     return 0
@@ -106,7 +111,7 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from authsvc.services.admin import AdminCreationError, create_admin
 
     password = _read_password(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _ensure_data_dir(settings)
     try:
         user_id = asyncio.run(create_admin(settings, args.email, password))
     except AdminCreationError as exc:
