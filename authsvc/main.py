@@ -26,6 +26,7 @@ from authsvc.db.models import User
 from authsvc.db.session import create_engine, create_sessionmaker
 from authsvc.notify.base import Notifier
 from authsvc.notify.console import ConsoleNotifier
+from authsvc.notify.outbox import Outbox
 from authsvc.notify.smtp import SmtpNotifier
 from authsvc.ratelimit.limiter import RateLimiter
 from authsvc.schemas.users import UserCreate, UserRead, UserUpdate
@@ -89,7 +90,7 @@ def build_services(settings: Settings) -> AppServices:
             max_length=settings.password_max_length,
             common_passwords=load_common_passwords(),
         ),
-        notifier=_notifier(settings),
+        notifier=Outbox(_notifier(settings)),
         keys=keys,
         codec=AccessTokenCodec(
             keys,
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await services.notifier.drain(timeout=settings.smtp_timeout_seconds + 5)
             await services.engine.dispose()
 
     app = FastAPI(

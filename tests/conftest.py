@@ -182,3 +182,9 @@ def token_from_console(output: str, purpose: str) -> str:
 async def row_count(services: AppServices) -> int:
     async with services.engine.connect() as conn:
         return int((await conn.execute(text('SELECT count(*) FROM "user"'))).scalar_one())
+
+
+async def delivered(services: AppServices, capsys: pytest.CaptureFixture[str]) -> str:
+    """What the console notifier printed, once the outbox has delivered everything."""
+    await services.notifier.drain()
+    return capsys.readouterr().out

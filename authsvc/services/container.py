@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from authsvc.config import Settings
-from authsvc.notify.base import Notifier
+from authsvc.notify.outbox import Outbox
 from authsvc.ratelimit.limiter import RateLimiter, Rule
 from authsvc.security.keys import KeyRing
 from authsvc.security.password_policy import PasswordPolicy
@@ -43,7 +43,7 @@ class AppServices:
     sessionmaker: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
     policy: PasswordPolicy
-    notifier: Notifier
+    notifier: Outbox
     keys: KeyRing
     codec: AccessTokenCodec
     limiter: RateLimiter

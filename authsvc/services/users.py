@@ -206,14 +206,8 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     # --- hooks -------------------------------------------------------------------------------
 
     async def _notify(self, user: User, purpose: Purpose, token: str) -> None:
-        message = TokenMessage(
-            user.email, purpose, token, build_link(self.public_url, purpose, token)
-        )
-        try:
-            await self.notifier.send(message)
-        except Exception as exc:  # noqa: BLE001 - a delivery failure must not reach the caller
-            # The exception text, never the message: the message body holds the token.
-            log.error("could not deliver the %s message for user %s: %r", purpose, user.id, exc)
+        link = build_link(self.public_url, purpose, token)
+        await self.notifier.send(TokenMessage(user.email, purpose, token, link))
 
     async def on_after_register(self, user: User, request: Request | None = None) -> None:
         log.info("user registered", extra={"user_id": str(user.id)})

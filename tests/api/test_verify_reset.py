@@ -5,18 +5,22 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, Login, MakeUser, token_from_console
+from authsvc.services.container import AppServices
+from tests.conftest import PASSWORD, Login, MakeUser, delivered, token_from_console
 
 NEW_PASSWORD = "a brand new passphrase"
 
 
 async def test_verify_flow(
-    client: httpx.AsyncClient, make_user: MakeUser, capsys: pytest.CaptureFixture[str]
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    capsys: pytest.CaptureFixture[str],
+    services: AppServices,
 ) -> None:
     await make_user("verify@example.com", is_verified=False)
     response = await client.post("/auth/request-verify-token", json={"email": "verify@example.com"})
     assert response.status_code == 202
-    token = token_from_console(capsys.readouterr().out, "verify")
+    token = token_from_console(await delivered(services, capsys), "verify")
 
     verified = await client.post("/auth/verify", json={"token": token})
     assert verified.status_code == 200, verified.text
@@ -28,11 +32,11 @@ async def test_verify_flow(
 
 
 async def test_verify_request_for_unknown_email_looks_the_same(
-    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str], services: AppServices
 ) -> None:
     response = await client.post("/auth/request-verify-token", json={"email": "no@example.com"})
     assert response.status_code == 202
-    assert "Verify your email" not in capsys.readouterr().out
+    assert "Verify your email" not in await delivered(services, capsys)
 
 
 async def test_verify_rejects_bad_tokens(client: httpx.AsyncClient) -> None:
@@ -47,11 +51,12 @@ async def test_reset_flow(
     make_user: MakeUser,
     login: Login,
     capsys: pytest.CaptureFixture[str],
+    services: AppServices,
 ) -> None:
     await make_user("reset@example.com")
     response = await client.post("/auth/forgot-password", json={"email": "reset@example.com"})
     assert response.status_code == 202
-    token = token_from_console(capsys.readouterr().out, "reset-password")
+    token = token_from_console(await delivered(services, capsys), "reset-password")
 
     weak = await client.post("/auth/reset-password", json={"token": token, "password": "short"})
     assert weak.status_code == 400
@@ -72,20 +77,23 @@ async def test_reset_flow(
 
 
 async def test_forgot_password_for_unknown_email_looks_the_same(
-    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str], services: AppServices
 ) -> None:
     response = await client.post("/auth/forgot-password", json={"email": "ghost@example.com"})
     assert response.status_code == 202
-    assert "Reset your password" not in capsys.readouterr().out
+    assert "Reset your password" not in await delivered(services, capsys)
 
 
 async def test_reset_and_verify_tokens_are_not_access_tokens(
-    client: httpx.AsyncClient, make_user: MakeUser, capsys: pytest.CaptureFixture[str]
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    capsys: pytest.CaptureFixture[str],
+    services: AppServices,
 ) -> None:
     await make_user("mix@example.com", is_verified=False)
     await client.post("/auth/forgot-password", json={"email": "mix@example.com"})
     await client.post("/auth/request-verify-token", json={"email": "mix@example.com"})
-    out = capsys.readouterr().out
+    out = await delivered(services, capsys)
     for purpose in ("reset-password", "verify"):
         token = token_from_console(out, purpose)
         response = await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
@@ -113,8 +121,9 @@ async def test_inactive_user_gets_no_reset_token(
     client: httpx.AsyncClient,
     make_user: MakeUser,
     capsys: pytest.CaptureFixture[str],
+    services: AppServices,
 ) -> None:
     await make_user("sleep@example.com", is_active=False)
     response = await client.post("/auth/forgot-password", json={"email": "sleep@example.com"})
     assert response.status_code == 202
-    assert "Reset your password" not in capsys.readouterr().out
+    assert "Reset your password" not in await delivered(services, capsys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import logging
 import re
@@ -14,6 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from authsvc.services.container import AppServices
 from tests.conftest import Login, MakeUser
 from tests.servers import free_port
 
@@ -25,8 +27,10 @@ NEW_PASSWORD = "mailed reset passphrase"
 class Inbox:
     def __init__(self) -> None:
         self.messages: list[tuple[Envelope, Message]] = []
+        self.delay_seconds = 0.0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await asyncio.sleep(self.delay_seconds)
         content = envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
         self.messages.append((envelope, email.message_from_bytes(raw)))
@@ -64,12 +68,14 @@ class TestSmtpDelivery:
         make_user: MakeUser,
         login: Login,
         smtp_sink: tuple[Inbox, int],
+        services: AppServices,
     ) -> None:
         inbox, _ = smtp_sink
         inbox.messages.clear()
         await make_user("mailme@example.com")
         response = await client.post("/auth/forgot-password", json={"email": "mailme@example.com"})
         assert response.status_code == 202
+        await services.notifier.drain()
 
         (envelope, message) = inbox.messages[-1]
         assert envelope.rcpt_tos == ["mailme@example.com"]
@@ -90,7 +96,11 @@ class TestSmtpDelivery:
         await login("mailme@example.com", NEW_PASSWORD)
 
     async def test_verification_mail(
-        self, client: httpx.AsyncClient, make_user: MakeUser, smtp_sink: tuple[Inbox, int]
+        self,
+        client: httpx.AsyncClient,
+        make_user: MakeUser,
+        smtp_sink: tuple[Inbox, int],
+        services: AppServices,
     ) -> None:
         inbox, _ = smtp_sink
         inbox.messages.clear()
@@ -99,8 +109,32 @@ class TestSmtpDelivery:
             "/auth/request-verify-token", json={"email": "verifyme@example.com"}
         )
         assert response.status_code == 202
+        await services.notifier.drain()
         (_, message) = inbox.messages[-1]
         assert message["Subject"] == "Verify your email address"
+
+    async def test_the_response_does_not_wait_for_the_mail_server(
+        self,
+        client: httpx.AsyncClient,
+        make_user: MakeUser,
+        smtp_sink: tuple[Inbox, int],
+        services: AppServices,
+    ) -> None:
+        """Waiting would make known addresses answer slower than unknown ones."""
+        inbox, _ = smtp_sink
+        inbox.messages.clear()
+        inbox.delay_seconds = 3.0
+        try:
+            await make_user("slowmail@example.com")
+            response = await client.post(
+                "/auth/forgot-password", json={"email": "slowmail@example.com"}
+            )
+            assert response.status_code == 202
+            assert inbox.messages == []  # answered while the server is still busy
+            await services.notifier.drain()
+            assert len(inbox.messages) == 1
+        finally:
+            inbox.delay_seconds = 0.0
 
 
 class TestSmtpDown:
@@ -114,13 +148,18 @@ class TestSmtpDown:
         }
 
     async def test_delivery_failure_is_logged_without_the_token(
-        self, client: httpx.AsyncClient, make_user: MakeUser, caplog: pytest.LogCaptureFixture
+        self,
+        client: httpx.AsyncClient,
+        make_user: MakeUser,
+        caplog: pytest.LogCaptureFixture,
+        services: AppServices,
     ) -> None:
         await make_user("lost@example.com")
         with caplog.at_level(logging.DEBUG):
             response = await client.post(
                 "/auth/forgot-password", json={"email": "lost@example.com"}
             )
+            await services.notifier.drain()
         # The caller learns nothing (no account enumeration); the operator sees the failure.
         assert response.status_code == 202
         failures = [r for r in caplog.records if "could not deliver" in r.getMessage()]
