@@ -70,7 +70,8 @@ def _tail(log: Path) -> str:
         return "(no log)"
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    """Terminate, then kill if it has not gone within 15 s."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -132,7 +133,7 @@ def postgres_server() -> Iterator[str]:
         )  # fmt: skip
         yield f"postgresql+asyncpg://authsvc@127.0.0.1:{port}/authsvc_test"
     finally:
-        _stop(proc)
+        stop_process(proc)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -170,7 +171,7 @@ def redis_server() -> Iterator[str]:
         _wait(lambda: _redis_ping(port), proc, "Redis", log)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        _stop(proc)
+        stop_process(proc)
         shutil.rmtree(root, ignore_errors=True)
 
 

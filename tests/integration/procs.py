@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -76,12 +76,7 @@ def serve(cwd: Path, *, workers: int = 1, env: Mapping[str, str] | None = None) 
         _wait_ready(server)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def _wait_ready(server: Server, timeout: float = 60.0) -> None:
