@@ -131,7 +131,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "(the Authorize button does it for you), then call the user routes."
         ),
         lifespan=lifespan,
-        dependencies=[Depends(general_rate_limit)],
     )
     app.state.services = services
     install_error_handlers(app)
@@ -145,26 +144,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [backend])
     current_superuser = fastapi_users.current_user(active=True, superuser=True)
 
-    app.include_router(health.router)
-    app.include_router(auth.router, prefix="/auth")
+    # Every route but the probes counts against the per-user or per-IP budget.
+    limited = [Depends(general_rate_limit)]
+    app.include_router(health.probes)
+    app.include_router(health.keys, dependencies=limited)
+    app.include_router(auth.router, prefix="/auth", dependencies=limited)
     app.include_router(
         describe(fastapi_users.get_register_router(UserRead, UserCreate)),
         prefix="/auth",
         tags=["auth"],
-        dependencies=[limit_by_ip("register_ip")],
+        dependencies=[*limited, limit_by_ip("register_ip")],
     )
     for router in (
         describe(fastapi_users.get_verify_router(UserRead)),
         describe(fastapi_users.get_reset_password_router()),
     ):
         app.include_router(
-            router, prefix="/auth", tags=["auth"], dependencies=[limit_by_ip("password_reset_ip")]
+            router,
+            prefix="/auth",
+            tags=["auth"],
+            dependencies=[*limited, limit_by_ip("password_reset_ip")],
         )
-    app.include_router(users.build_router(current_superuser), prefix="/users")
+    app.include_router(users.build_router(current_superuser), prefix="/users", dependencies=limited)
     app.include_router(
         describe(fastapi_users.get_users_router(UserRead, UserUpdate)),
         prefix="/users",
         tags=["users"],
+        dependencies=limited,
     )
     return app
 

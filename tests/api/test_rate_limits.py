@@ -145,10 +145,32 @@ class TestGeneralLimits:
     async def test_anonymous_routes_per_ip(self, app: FastAPI) -> None:
         async with client_at(app, "198.51.100.1") as client:
             for _ in range(4):
-                assert (await client.get("/healthz")).status_code == 200
-            assert_429(await client.get("/healthz"))
+                assert (await client.get("/.well-known/jwks.json")).status_code == 200
+            assert_429(await client.get("/.well-known/jwks.json"))
         async with client_at(app, "198.51.100.2") as other:
-            assert (await other.get("/healthz")).status_code == 200
+            assert (await other.get("/.well-known/jwks.json")).status_code == 200
+
+    async def test_probes_are_not_limited(self, client: httpx.AsyncClient) -> None:
+        for _ in range(10):
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
+
+    async def test_every_route_but_the_probes_is_limited(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        schema = (await client.get("/openapi.json")).json()
+        operations = [
+            (method.upper(), path.replace("{id}", "00000000-0000-0000-0000-000000000000"))
+            for path, item in schema["paths"].items()
+            for method in item
+            if path not in ("/healthz", "/readyz")
+        ]
+        assert len(operations) == 13
+        for number, (method, path) in enumerate(operations):
+            async with client_at(app, f"192.0.2.{number}") as fresh:
+                answers = [await fresh.request(method, path) for _ in range(5)]
+            assert [a.status_code for a in answers[:4]].count(429) == 0, (method, path)
+            assert_429(answers[4])
 
     async def test_invalid_token_counts_as_anonymous(self, app: FastAPI) -> None:
         headers = {"Authorization": "Bearer forged.token.value"}

@@ -10,20 +10,22 @@ from sqlalchemy import text
 from authsvc.api.deps import ServicesDep
 from authsvc.errors import ServiceUnavailable
 
-router = APIRouter()
+# Probes answer load balancers and orchestrators, which poll from a few addresses: they are not
+# rate-limited (a 429 would take the service out of rotation). The key set is.
+probes = APIRouter(tags=["health"])
+keys = APIRouter(tags=["keys"])
 
 _READY_TIMEOUT_SECONDS = 2.0
 
 
-@router.get("/healthz", tags=["health"], summary="The process is up")
+@probes.get("/healthz", summary="The process is up (not rate-limited)")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get(
+@probes.get(
     "/readyz",
-    tags=["health"],
-    summary="The database is reachable",
+    summary="The database is reachable (not rate-limited)",
     responses={503: {"description": "DATABASE_UNAVAILABLE"}},
 )
 async def readyz(services: ServicesDep) -> dict[str, str]:
@@ -38,9 +40,8 @@ async def readyz(services: ServicesDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get(
+@keys.get(
     "/.well-known/jwks.json",
-    tags=["keys"],
     summary="Public keys that verify our access tokens (RFC 7517 JWK Set)",
 )
 async def jwks(services: ServicesDep) -> JSONResponse:
