@@ -124,9 +124,10 @@ async def test_superuser_routes_are_refused_to_plain_users(
 
 
 async def test_admin_reads_updates_and_deletes_a_user(
-    client: httpx.AsyncClient, make_user: MakeUser, admin_headers: dict[str, str]
+    client: httpx.AsyncClient, make_user: MakeUser, admin_headers: dict[str, str], login: Login
 ) -> None:
     user = await make_user("target@example.com", is_verified=False)
+    their_token = await login("target@example.com")
     got = await client.get(f"/users/{user.id}", headers=admin_headers)
     assert got.status_code == 200
     assert got.json()["email"] == "target@example.com"
@@ -136,10 +137,13 @@ async def test_admin_reads_updates_and_deletes_a_user(
     )
     assert patched.status_code == 200, patched.text
     assert (patched.json()["is_verified"], patched.json()["is_active"]) == (True, False)
+    # Deactivated: the token they already hold stops working at once.
+    assert (await client.get("/users/me", headers=their_token)).status_code == 401
 
     deleted = await client.delete(f"/users/{user.id}", headers=admin_headers)
     assert deleted.status_code == 204
     assert (await client.get(f"/users/{user.id}", headers=admin_headers)).status_code == 404
+    assert (await client.get("/users/me", headers=their_token)).status_code == 401
 
 
 async def test_admin_routes_unknown_and_malformed_ids(
