@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     verify_token_lifetime_seconds: int = Field(default=86_400, ge=60)
     reset_token_lifetime_seconds: int = Field(default=3_600, ge=60)
 
+    # Roles
+    default_role: str = "user"
+
     # Passwords
     password_min_length: int = Field(default=8, ge=1, le=64)
     password_max_length: int = Field(default=128, ge=64, le=1024)

@@ -18,8 +18,9 @@ import authsvc
 from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
 from authsvc.api.errors import install_error_handlers
 from authsvc.api.middleware import BodySizeLimit
-from authsvc.api.routes import auth, health, users
+from authsvc.api.routes import audit, auth, health, roles, users
 from authsvc.api.routes.docs import describe
+from authsvc.authz.deps import TOKEN_URL
 from authsvc.config import Settings, get_settings
 from authsvc.db import migrations
 from authsvc.db.models import User
@@ -34,12 +35,11 @@ from authsvc.security.keys import KeyRing, load_or_create_signing_key
 from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
+from authsvc.services.authz import sync_builtin
 from authsvc.services.container import AppServices, RateRules
 from authsvc.services.tokens import AccessTokenStrategy
 
 log = logging.getLogger("authsvc")
-
-TOKEN_URL = "auth/token"
 
 
 def _notifier(settings: Settings) -> Notifier:
@@ -107,6 +107,12 @@ def build_services(settings: Settings) -> AppServices:
     )
 
 
+async def start_up(services: AppServices) -> None:
+    """Work each process does once before serving: declare our permissions."""
+    async with services.sessionmaker() as session:
+        await sync_builtin(session, services.settings.default_role or None)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     services = build_services(settings)
@@ -116,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_start:
             # Alembic's env.py runs its own event loop, so it gets a thread of its own.
             await anyio.to_thread.run_sync(migrations.upgrade, settings.resolved_database_url)
+        await start_up(services)
         log.info("authsvc ready", extra={"issuer": settings.issuer})
         try:
             yield
@@ -142,7 +149,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         get_strategy=lambda: AccessTokenStrategy(services.codec),
     )
     fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [backend])
-    current_superuser = fastapi_users.current_user(active=True, superuser=True)
 
     # Every route but the probes counts against the per-user or per-IP budget.
     limited = [Depends(general_rate_limit)]
@@ -165,13 +171,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tags=["auth"],
             dependencies=[*limited, limit_by_ip("password_reset_ip")],
         )
-    app.include_router(users.build_router(current_superuser), prefix="/users", dependencies=limited)
-    app.include_router(
-        describe(fastapi_users.get_users_router(UserRead, UserUpdate)),
-        prefix="/users",
-        tags=["users"],
-        dependencies=limited,
-    )
+    # fastapi-users' /me routes; its /{id} routes are replaced by ours (permission-guarded).
+    me_router = describe(fastapi_users.get_users_router(UserRead, UserUpdate))
+    me_router.routes = [r for r in me_router.routes if getattr(r, "path", "") == "/me"]
+    app.include_router(me_router, prefix="/users", tags=["users"], dependencies=limited)
+    app.include_router(users.router, prefix="/users", dependencies=limited)
+    app.include_router(roles.router, dependencies=limited)
+    app.include_router(audit.router, dependencies=limited)
     return app
 
 

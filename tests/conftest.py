@@ -23,7 +23,7 @@ from sqlalchemy import text
 from authsvc.config import Settings
 from authsvc.db import migrations
 from authsvc.db.models import User
-from authsvc.main import create_app
+from authsvc.main import create_app, start_up
 from authsvc.security.keys import load_or_create_signing_key
 from authsvc.services.container import AppServices
 
@@ -33,6 +33,16 @@ ENGINES = [
     if engine.strip()
 ]
 PASSWORD = "correct horse battery staple"
+# Back to the migrated state: seeded roles and builtin permissions only.
+RESET_STATEMENTS = [
+    "DELETE FROM audit_events",
+    "DELETE FROM user_roles",
+    'DELETE FROM "user"',
+    "DELETE FROM role_parents",
+    "DELETE FROM role_permissions WHERE role_id NOT IN (SELECT id FROM roles WHERE name = 'admin')",
+    "DELETE FROM roles WHERE name NOT IN ('admin', 'user')",
+    "DELETE FROM permissions WHERE builtin = false",
+]
 TOKEN_SECRET = "test-token-secret-" + "x" * 32
 
 
@@ -96,11 +106,13 @@ def settings(
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     services: AppServices = application.state.services
+    await start_up(services)  # what the lifespan does; ASGITransport does not run it
     try:
         yield application
     finally:
         async with services.engine.begin() as conn:
-            await conn.execute(text('DELETE FROM "user"'))
+            for statement in RESET_STATEMENTS:
+                await conn.execute(text(statement))
         await services.engine.dispose()
 
 

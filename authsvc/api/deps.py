@@ -46,6 +46,8 @@ async def get_user_manager(
         verify_lifetime=settings.verify_token_lifetime_seconds,
         reset_lifetime=settings.reset_token_lifetime_seconds,
         public_url=settings.public_url,
+        session=session,
+        default_role=settings.default_role or None,
     )
 
 

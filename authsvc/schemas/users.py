@@ -49,3 +49,11 @@ class UserPage(BaseModel):
     total: int = Field(description="Users matching the filters, over all pages.")
     limit: int
     offset: int
+
+
+class AdminUserUpdate(schemas.BaseUserUpdate):
+    """``PATCH /users/{id}``: an administrator may also set the flags; no current password."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: str | None = Field(default=None, max_length=PASSWORD_FIELD_MAX)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,10 @@ class AccessTokenCodec:
         self.lifetime_seconds = lifetime_seconds
         self.client_id = client_id
 
-    def issue(self, subject: str, *, now: float | None = None) -> IssuedToken:
+    def issue(
+        self, subject: str, *, now: float | None = None, extra: Mapping[str, Any] | None = None
+    ) -> IssuedToken:
+        """``extra`` adds claims (roles, permissions, ver); registered claims always win."""
         issued_at = int(now if now is not None else time.time())
         jti = uuid.uuid4().hex
         claims = {
@@ -76,6 +80,7 @@ class AccessTokenCodec:
             "jti": jti,
             "client_id": self.client_id,
         }
+        claims = {**(extra or {}), **claims}
         key = self.keys.active
         token = jwt.encode(
             claims,

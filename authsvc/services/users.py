@@ -21,8 +21,10 @@ from fastapi_users import BaseUserManager, UUIDIDMixin, exceptions, schemas
 from fastapi_users.db import BaseUserDatabase
 from fastapi_users.jwt import decode_jwt, generate_jwt
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.db.models import User
+from authsvc.db.repositories import roles as roles_repo
 from authsvc.errors import InvalidInput, Unauthorized
 from authsvc.notify.base import Notifier, Purpose, TokenMessage, build_link
 from authsvc.security.password_policy import PasswordPolicy
@@ -58,12 +60,16 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         verify_lifetime: int,
         reset_lifetime: int,
         public_url: str | None,
+        session: AsyncSession,
+        default_role: str | None = None,
     ) -> None:
         super().__init__(user_db, password_helper=EventLoopHashGuard())
         self.hasher = hasher
         self.policy = policy
         self.notifier = notifier
         self.public_url = public_url
+        self.session = session
+        self.default_role = default_role
         # Distinct audiences (set by fastapi-users) keep reset and verify tokens apart; both are
         # HS256 with this secret, so neither can ever pass as an RS256 access token.
         self.reset_password_token_secret = token_secret
@@ -107,12 +113,20 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             else user_create.create_update_dict_superuser()  # type: ignore[no-untyped-call]
         )
         user_dict["hashed_password"] = await self.hasher.hash(user_dict.pop("password"))
+        # The account and its default role land in one transaction, or neither does.
+        created = User(**user_dict)
+        self.session.add(created)
         try:
-            created = await self.user_db.create(user_dict)
+            await self.session.flush()
         except IntegrityError as exc:
             # Lost a race with a concurrent registration of the same address.
-            await self._rollback()
+            await self.session.rollback()
             raise exceptions.UserAlreadyExists() from exc
+        if self.default_role:
+            role = await roles_repo.get_role(self.session, self.default_role)
+            if role is not None:
+                await roles_repo.assign(self.session, created.id, role.id)
+        await self.session.commit()
         await self.on_after_register(created, request)
         return created
 
@@ -157,9 +171,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             raise exceptions.UserAlreadyExists() from exc
 
     async def _rollback(self) -> None:
-        session = getattr(self.user_db, "session", None)
-        if session is not None:
-            await session.rollback()
+        await self.session.rollback()
 
     # --- password reset ----------------------------------------------------------------------
     # fastapi-users binds a reset token to the current password by a bcrypt hash of the stored

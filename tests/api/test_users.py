@@ -152,7 +152,9 @@ async def test_admin_routes_unknown_and_malformed_ids(
     missing = uuid.uuid4()
     assert (await client.get(f"/users/{missing}", headers=admin_headers)).status_code == 404
     assert (await client.delete(f"/users/{missing}", headers=admin_headers)).status_code == 404
-    assert (await client.get("/users/not-a-uuid", headers=admin_headers)).status_code == 404
+    malformed = await client.get("/users/not-a-uuid", headers=admin_headers)
+    assert malformed.status_code == 422
+    assert malformed.json()["detail"]["code"] == "VALIDATION_ERROR"
 
 
 async def test_list_users_paginates_filters_and_counts(

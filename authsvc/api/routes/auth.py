@@ -8,9 +8,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
-from authsvc.api.deps import ClientIP, ServicesDep, UserManagerDep
+from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
 from authsvc.errors import OAuthError
 from authsvc.schemas.tokens import OAuthErrorBody, TokenResponse
+from authsvc.services.authz import grants_for
 
 router = APIRouter(tags=["auth"])
 
@@ -42,6 +43,7 @@ def _required(name: str, value: str | None, max_length: int) -> str:
 async def token(
     request: Request,
     services: ServicesDep,
+    session: SessionDep,
     user_manager: UserManagerDep,
     ip: ClientIP,
     grant_type: Annotated[str | None, Form()] = None,
@@ -67,7 +69,11 @@ async def token(
         raise OAuthError(
             "invalid_grant", "Incorrect email or password.", code="LOGIN_BAD_CREDENTIALS"
         )
-    issued = services.codec.issue(str(user.id))
+    grants = await grants_for(session, user)
+    issued = services.codec.issue(
+        str(user.id),
+        extra={"roles": grants.roles, "permissions": grants.permissions, "ver": grants.version},
+    )
     await user_manager.on_after_login(user, request)
     body = TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
     return JSONResponse(body.model_dump(), headers=_NO_STORE)

@@ -1,0 +1,63 @@
+"""``GET /audit``: the trail of every change made through the admin API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+from sqlalchemy import select
+
+from authsvc.api.deps import SessionDep
+from authsvc.authz.deps import require_permissions
+from authsvc.db.models import AuditEvent
+from authsvc.db.repositories.roles import page
+from authsvc.schemas.authz import AuditEventRead, AuditPage
+
+router = APIRouter(tags=["audit"])
+_SINCE = "Inclusive; ISO 8601 with a UTC offset."
+_UNTIL = "Exclusive; ISO 8601 with a UTC offset."
+
+
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    summary="The audit trail, newest first",
+    dependencies=[require_permissions("audit:read")],
+)
+async def list_events(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    actor_id: uuid.UUID | None = None,
+    target_type: Annotated[str | None, Query(max_length=32)] = None,
+    target_id: Annotated[str | None, Query(max_length=128)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="Inclusive; ISO 8601 with an offset.")
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(description="Exclusive; ISO 8601 with an offset.")
+    ] = None,
+) -> AuditPage:
+    query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id)
+    if actor_id is not None:
+        query = query.where(AuditEvent.actor_id == actor_id)
+    if target_type is not None:
+        query = query.where(AuditEvent.target_type == target_type)
+    if target_id is not None:
+        query = query.where(AuditEvent.target_id == target_id)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.at < until)
+    events, total = await page(session, query, limit=limit, offset=offset)
+    return AuditPage(
+        items=[AuditEventRead.model_validate(e) for e in events],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )

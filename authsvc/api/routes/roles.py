@@ -1,0 +1,273 @@
+"""Roles, permissions, user-role assignments: the admin API, guarded by permissions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+
+from authsvc.api.deps import ClientIP, SessionDep
+from authsvc.authz.deps import require_permissions
+from authsvc.authz.engine import Principal
+from authsvc.db.models import Permission, Role, User, user_roles
+from authsvc.db.repositories import roles as repo
+from authsvc.schemas.authz import (
+    EffectivePermission,
+    PermissionCreate,
+    PermissionPage,
+    PermissionRead,
+    RoleCreate,
+    RoleMember,
+    RoleMemberPage,
+    RolePage,
+    RoleRead,
+    RoleUpdate,
+    UserPermissions,
+    UserRoles,
+)
+from authsvc.services.authz import AuthzService
+
+router = APIRouter()
+
+Limit = Annotated[int, Query(ge=1, le=200)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+RolesRead = Annotated[Principal, require_permissions("roles:read")]
+RolesWrite = Annotated[Principal, require_permissions("roles:write")]
+PermsRead = Annotated[Principal, require_permissions("permissions:read")]
+PermsWrite = Annotated[Principal, require_permissions("permissions:write")]
+ROLE_REF = "A role's id or name."
+
+
+def _service(session: SessionDep, principal: Principal, ip: str) -> AuthzService:
+    return AuthzService(session, principal, ip)
+
+
+async def _read(service: AuthzService, role: Role) -> RoleRead:
+    return RoleRead.model_validate(await service.describe_role(role))
+
+
+@router.get("/roles", tags=["roles"], response_model=RolePage, summary="List roles")
+async def list_roles(
+    session: SessionDep, principal: RolesRead, ip: ClientIP, limit: Limit = 50, offset: Offset = 0
+) -> RolePage:
+    service = _service(session, principal, ip)
+    roles, total = await repo.page(session, select(Role).order_by(Role.name), limit=limit,
+                                   offset=offset)  # fmt: skip
+    items = [await _read(service, role) for role in roles]
+    return RolePage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post(
+    "/roles",
+    tags=["roles"],
+    status_code=201,
+    response_model=RoleRead,
+    summary="Create a role",
+    description="409 `ROLE_EXISTS` for a taken name; 404 for an unknown parent or permission.",
+)
+async def create_role(
+    body: RoleCreate, session: SessionDep, principal: RolesWrite, ip: ClientIP
+) -> RoleRead:
+    service = _service(session, principal, ip)
+    role = await service.create_role(body.name, body.description, body.parents, body.permissions)
+    return await _read(service, role)
+
+
+@router.get("/roles/{role}", tags=["roles"], response_model=RoleRead, summary="Get a role")
+async def get_role(role: str, session: SessionDep, principal: RolesRead, ip: ClientIP) -> RoleRead:
+    service = _service(session, principal, ip)
+    return await _read(service, await service.role(role))
+
+
+@router.patch(
+    "/roles/{role}",
+    tags=["roles"],
+    response_model=RoleRead,
+    summary="Rename, describe or re-parent a role",
+    description="409 `ROLE_CYCLE` when the parents would form a cycle; `ROLE_PROTECTED` to "
+    "rename `admin` or `user`; `LAST_ADMIN` when no active administrator would remain.",
+)
+async def update_role(
+    role: str, body: RoleUpdate, session: SessionDep, principal: RolesWrite, ip: ClientIP
+) -> RoleRead:
+    service = _service(session, principal, ip)
+    updated = await service.update_role(
+        await service.role(role), name=body.name, description=body.description,
+        parents=body.parents,
+    )  # fmt: skip
+    return await _read(service, updated)
+
+
+@router.delete(
+    "/roles/{role}",
+    tags=["roles"],
+    status_code=204,
+    summary="Delete a role",
+    description="409 `ROLE_IN_USE` while users hold it, unless `force=true`; "
+    "`ROLE_PROTECTED` for `admin` and `user`.",
+)
+async def delete_role(
+    role: str, session: SessionDep, principal: RolesWrite, ip: ClientIP, force: bool = False
+) -> Response:
+    service = _service(session, principal, ip)
+    await service.delete_role(await service.role(role), force=force)
+    return Response(status_code=204)
+
+
+@router.put(
+    "/roles/{role}/permissions/{permission}",
+    tags=["roles"],
+    status_code=204,
+    summary="Grant a permission to a role",
+    description="Idempotent. `resource:*` grants every action of a known resource.",
+)
+async def grant(
+    role: str, permission: str, session: SessionDep, principal: RolesWrite, ip: ClientIP
+) -> Response:
+    service = _service(session, principal, ip)
+    await service.grant(await service.role(role), permission)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/roles/{role}/permissions/{permission}",
+    tags=["roles"],
+    status_code=204,
+    summary="Take a permission from a role",
+    description="Idempotent.",
+)
+async def revoke(
+    role: str, permission: str, session: SessionDep, principal: RolesWrite, ip: ClientIP
+) -> Response:
+    service = _service(session, principal, ip)
+    await service.revoke(await service.role(role), permission)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/roles/{role}/users",
+    tags=["roles"],
+    response_model=RoleMemberPage,
+    summary="Users assigned a role (directly)",
+)
+async def role_users(
+    role: str,
+    session: SessionDep,
+    principal: RolesRead,
+    ip: ClientIP,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> RoleMemberPage:
+    found = await _service(session, principal, ip).role(role)
+    query = (
+        select(User)
+        .join(user_roles, user_roles.c.user_id == User.__table__.c.id)
+        .where(user_roles.c.role_id == found.id)
+        .order_by(User.__table__.c.email)
+    )
+    users, total = await repo.page(session, query, limit=limit, offset=offset)
+    items = [RoleMember.model_validate(user) for user in users]
+    return RoleMemberPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/permissions", tags=["permissions"], response_model=PermissionPage, summary="List permissions"
+)
+async def list_permissions(
+    session: SessionDep,
+    principal: PermsRead,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    resource: Annotated[str | None, Query(max_length=64, description="Only this resource.")] = None,
+) -> PermissionPage:
+    query = select(Permission).order_by(Permission.name)
+    if resource:
+        query = query.where(Permission.name.startswith(f"{resource}:", autoescape=True))
+    items, total = await repo.page(session, query, limit=limit, offset=offset)
+    return PermissionPage(
+        items=[PermissionRead.model_validate(p) for p in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post(
+    "/permissions",
+    tags=["permissions"],
+    status_code=201,
+    response_model=PermissionRead,
+    summary="Declare a permission (e.g. for another service)",
+    description="422 for a name that is not `resource:action`; 409 `PERMISSION_EXISTS`.",
+)
+async def create_permission(
+    body: PermissionCreate, session: SessionDep, principal: PermsWrite, ip: ClientIP
+) -> PermissionRead:
+    permission = await _service(session, principal, ip).create_permission(
+        body.name, body.description
+    )
+    return PermissionRead.model_validate(permission)
+
+
+@router.get(
+    "/users/{user_id}/roles", tags=["roles"], response_model=UserRoles, summary="A user's roles"
+)
+async def user_roles_list(
+    user_id: uuid.UUID, session: SessionDep, principal: RolesRead, ip: ClientIP
+) -> UserRoles:
+    user = await _service(session, principal, ip).user(user_id)
+    return UserRoles(user_id=user.id, roles=await repo.user_role_names(session, user.id))
+
+
+@router.put(
+    "/users/{user_id}/roles/{role}",
+    tags=["roles"],
+    status_code=204,
+    summary="Assign a role to a user",
+    description="Idempotent. The user's older tokens stop passing authsvc's guards.",
+)
+async def assign_role(
+    user_id: uuid.UUID, role: str, session: SessionDep, principal: RolesWrite, ip: ClientIP
+) -> Response:
+    service = _service(session, principal, ip)
+    await service.assign(await service.user(user_id), await service.role(role))
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/users/{user_id}/roles/{role}",
+    tags=["roles"],
+    status_code=204,
+    summary="Take a role from a user",
+    description="Idempotent. 409 `LAST_ADMIN` when no active administrator would remain.",
+)
+async def unassign_role(
+    user_id: uuid.UUID, role: str, session: SessionDep, principal: RolesWrite, ip: ClientIP
+) -> Response:
+    service = _service(session, principal, ip)
+    await service.unassign(await service.user(user_id), await service.role(role))
+    return Response(status_code=204)
+
+
+@router.get(
+    "/users/{user_id}/permissions",
+    tags=["permissions"],
+    response_model=UserPermissions,
+    summary="A user's effective permissions, with the roles that grant each",
+)
+async def user_permissions(
+    user_id: uuid.UUID, request: Request, session: SessionDep, principal: PermsRead, ip: ClientIP
+) -> UserPermissions:
+    service = _service(session, principal, ip)
+    user = await service.user(user_id)
+    granted = await service.effective_permissions(user)
+    return UserPermissions(
+        user_id=user.id,
+        is_superuser=user.is_superuser,
+        permissions=[
+            EffectivePermission(name=name, granted_by=sorted(roles))
+            for name, roles in sorted(granted.items())
+        ],
+    )

@@ -1,0 +1,90 @@
+"""Role-based decisions, pure: no I/O. The role graph is loaded by the caller.
+
+A role's effective permissions are its own plus its parents' (transitively, Keycloak's
+composite roles); a user's are the union over their roles; a superuser holds everything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from authsvc.authz.permissions import EVERYTHING, grants
+
+
+@dataclass(frozen=True)
+class RoleNode:
+    name: str
+    permissions: frozenset[str]
+    parents: frozenset[str]
+
+
+class RoleGraph:
+    def __init__(self, nodes: Mapping[str, RoleNode]) -> None:
+        self.nodes = dict(nodes)
+
+    def ancestors(self, role: str) -> set[str]:
+        """``role`` and every role it inherits from."""
+        seen: set[str] = set()
+        stack = [role]
+        while stack:
+            name = stack.pop()
+            if name in seen or name not in self.nodes:
+                continue
+            seen.add(name)
+            stack.extend(self.nodes[name].parents)
+        return seen
+
+    def descendants(self, role: str) -> set[str]:
+        """``role`` and every role that inherits from it (whose holders it affects)."""
+        return {name for name in self.nodes if role in self.ancestors(name)}
+
+    def would_cycle(self, role: str, parents: Iterable[str]) -> bool:
+        return any(role in self.ancestors(parent) for parent in parents)
+
+    def effective(self, roles: Iterable[str]) -> dict[str, set[str]]:
+        """Permission name -> the assigned roles that grant it (directly or inherited)."""
+        granted: dict[str, set[str]] = {}
+        for assigned in roles:
+            for name in self.ancestors(assigned):
+                for permission in self.nodes[name].permissions:
+                    granted.setdefault(permission, set()).add(assigned)
+        return granted
+
+    def effective_roles(self, roles: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for assigned in roles:
+            found |= self.ancestors(assigned)
+        return found
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling and what they may do. The anonymous caller has no permissions."""
+
+    user_id: uuid.UUID | None
+    email: str | None = None
+    is_superuser: bool = False
+    roles: frozenset[str] = field(default_factory=frozenset)
+    permissions: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.user_id is not None
+
+    def has(self, permission: str) -> bool:
+        if self.is_superuser:
+            return True
+        return any(grants(held, permission) for held in self.permissions)
+
+    def missing(self, permissions: Iterable[str]) -> list[str]:
+        return [p for p in permissions if not self.has(p)]
+
+
+ANONYMOUS = Principal(user_id=None)
+
+
+def token_permissions(is_superuser: bool, granted: Iterable[str]) -> list[str]:
+    """The ``permissions`` claim: sorted names, or ``["*"]`` for a superuser."""
+    return [EVERYTHING] if is_superuser else sorted(set(granted))

@@ -1,0 +1,205 @@
+"""Queries on roles, permissions and assignments. No commits, no HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.authz.engine import RoleGraph, RoleNode
+from authsvc.db.models import Permission, Role, User, role_parents, role_permissions, user_roles
+
+_users = User.__table__.c
+
+
+async def load_graph(session: AsyncSession) -> RoleGraph:
+    """Every role with its own permissions and parents: three queries, for the whole graph."""
+    names = dict((await session.execute(select(Role.id, Role.name))).tuples().all())
+    perms: dict[uuid.UUID, set[str]] = {role_id: set() for role_id in names}
+    parents: dict[uuid.UUID, set[str]] = {role_id: set() for role_id in names}
+    granted = select(role_permissions.c.role_id, Permission.name).join(
+        Permission, Permission.id == role_permissions.c.permission_id
+    )
+    for role_id, permission in (await session.execute(granted)).tuples():
+        perms[role_id].add(permission)
+    for role_id, parent_id in (await session.execute(select(role_parents))).tuples():
+        parents[role_id].add(names[parent_id])
+    return RoleGraph(
+        {
+            name: RoleNode(name, frozenset(perms[role_id]), frozenset(parents[role_id]))
+            for role_id, name in names.items()
+        }
+    )
+
+
+async def get_role(session: AsyncSession, ref: str) -> Role | None:
+    """By id or by name."""
+    try:
+        role_id = uuid.UUID(ref)
+    except ValueError:
+        return (await session.scalars(select(Role).where(Role.name == ref))).one_or_none()
+    return await session.get(Role, role_id)
+
+
+async def get_roles_by_name(session: AsyncSession, names: Iterable[str]) -> dict[str, Role]:
+    wanted = set(names)
+    if not wanted:
+        return {}
+    found = await session.scalars(select(Role).where(Role.name.in_(wanted)))
+    return {role.name: role for role in found}
+
+
+async def get_permission(session: AsyncSession, name: str) -> Permission | None:
+    query = select(Permission).where(Permission.name == name)
+    return (await session.scalars(query)).one_or_none()
+
+
+T = TypeVar("T")
+
+
+async def page(
+    session: AsyncSession, query: Select[tuple[T]], *, limit: int, offset: int
+) -> tuple[Sequence[T], int]:
+    """One page of ``query`` and the number of rows it has in all."""
+    total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    items = (await session.scalars(query.limit(limit).offset(offset))).all()
+    return items, int(total or 0)
+
+
+async def role_permission_names(session: AsyncSession, role_id: uuid.UUID) -> list[str]:
+    query = (
+        select(Permission.name)
+        .join(role_permissions, role_permissions.c.permission_id == Permission.id)
+        .where(role_permissions.c.role_id == role_id)
+        .order_by(Permission.name)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def role_parent_names(session: AsyncSession, role_id: uuid.UUID) -> list[str]:
+    query = (
+        select(Role.name)
+        .join(role_parents, role_parents.c.parent_id == Role.id)
+        .where(role_parents.c.role_id == role_id)
+        .order_by(Role.name)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def set_parents(session: AsyncSession, role_id: uuid.UUID, parents: Iterable[Role]) -> None:
+    await session.execute(delete(role_parents).where(role_parents.c.role_id == role_id))
+    rows = [{"role_id": role_id, "parent_id": parent.id} for parent in parents]
+    if rows:
+        await session.execute(insert(role_parents), rows)
+
+
+async def grant(session: AsyncSession, role_id: uuid.UUID, permission_id: uuid.UUID) -> bool:
+    exists = await session.scalar(
+        select(func.count())
+        .select_from(role_permissions)
+        .where(role_permissions.c.role_id == role_id)
+        .where(role_permissions.c.permission_id == permission_id)
+    )
+    if exists:
+        return False
+    await session.execute(
+        insert(role_permissions).values(role_id=role_id, permission_id=permission_id)
+    )
+    return True
+
+
+async def revoke(session: AsyncSession, role_id: uuid.UUID, permission_id: uuid.UUID) -> bool:
+    result = await session.execute(
+        delete(role_permissions)
+        .where(role_permissions.c.role_id == role_id)
+        .where(role_permissions.c.permission_id == permission_id)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def user_role_names(session: AsyncSession, user_id: uuid.UUID) -> list[str]:
+    query = (
+        select(Role.name)
+        .join(user_roles, user_roles.c.role_id == Role.id)
+        .where(user_roles.c.user_id == user_id)
+        .order_by(Role.name)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def assign(session: AsyncSession, user_id: uuid.UUID, role_id: uuid.UUID) -> bool:
+    exists = await session.scalar(
+        select(func.count())
+        .select_from(user_roles)
+        .where(user_roles.c.user_id == user_id)
+        .where(user_roles.c.role_id == role_id)
+    )
+    if exists:
+        return False
+    await session.execute(insert(user_roles).values(user_id=user_id, role_id=role_id))
+    return True
+
+
+async def unassign(session: AsyncSession, user_id: uuid.UUID, role_id: uuid.UUID) -> bool:
+    result = await session.execute(
+        delete(user_roles)
+        .where(user_roles.c.user_id == user_id)
+        .where(user_roles.c.role_id == role_id)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def count_role_users(session: AsyncSession, role_id: uuid.UUID) -> int:
+    query = select(func.count()).select_from(user_roles).where(user_roles.c.role_id == role_id)
+    return int(await session.scalar(query) or 0)
+
+
+async def bump_versions(
+    session: AsyncSession, *, user_ids: Iterable[uuid.UUID] = (), role_names: Iterable[str] = ()
+) -> None:
+    """Make tokens issued before now stale for these users and everyone holding these roles."""
+    users = list(user_ids)
+    names = list(role_names)
+    conditions = []
+    if users:
+        conditions.append(_users.id.in_(users))
+    if names:
+        holders = (
+            select(user_roles.c.user_id)
+            .join(Role, Role.id == user_roles.c.role_id)
+            .where(Role.name.in_(names))
+        )
+        conditions.append(_users.id.in_(holders))
+    for condition in conditions:
+        await session.execute(
+            update(User).where(condition).values(authz_version=_users.authz_version + 1)
+        )
+
+
+async def count_admins(session: AsyncSession, admin_roles: Iterable[str]) -> int:
+    """Active users who are superusers or hold one of ``admin_roles``."""
+    holders = (
+        select(user_roles.c.user_id)
+        .join(Role, Role.id == user_roles.c.role_id)
+        .where(Role.name.in_(list(admin_roles)))
+    )
+    query = (
+        select(func.count())
+        .select_from(User)
+        .where(_users.is_active.is_(True))
+        .where(_users.is_superuser.is_(True) | _users.id.in_(holders))
+    )
+    return int(await session.scalar(query) or 0)
+
+
+async def lock_authz(session: AsyncSession) -> None:
+    """Serialize changes that could remove the last administrator.
+
+    A no-op write to the ``admin`` role row: PostgreSQL makes a second such transaction wait
+    for the first to commit (its later reads then see that commit); SQLite takes its single
+    writer lock at once, before anything is read.
+    """
+    await session.execute(update(Role).where(Role.name == "admin").values(name=Role.name))

@@ -1,0 +1,326 @@
+"""Roles, permissions and assignments: the rules, the audit trail and token freshness.
+
+Every mutation runs in one transaction with its audit event and commits once, so a refused
+change (cycle, last admin, duplicate) leaves nothing behind. Changes that can alter someone's
+effective permissions bump ``user.authz_version`` for everyone affected; their older tokens
+then stop passing our guards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.authz.engine import Principal, token_permissions
+from authsvc.authz.permissions import (
+    ADMIN_ROLE,
+    BUILTIN_PERMISSIONS,
+    USER_ROLE,
+    is_valid_permission,
+)
+from authsvc.db.models import AuditEvent, Permission, Role, User
+from authsvc.db.repositories import roles as repo
+from authsvc.errors import Conflict, InvalidInput, NotFound
+
+PROTECTED_ROLES = frozenset({ADMIN_ROLE, USER_ROLE})
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What a user's token should say: roles, permissions, and the version they hold for."""
+
+    roles: list[str]
+    permissions: list[str]
+    version: int
+
+
+async def grants_for(session: AsyncSession, user: User) -> Grants:
+    graph = await repo.load_graph(session)
+    assigned = await repo.user_role_names(session, user.id)
+    permissions = token_permissions(user.is_superuser, graph.effective(assigned))
+    return Grants(sorted(graph.effective_roles(assigned)), permissions, user.authz_version)
+
+
+async def sync_builtin(session: AsyncSession, default_role: str | None) -> None:
+    """Declare this service's permissions and give all of them to ``admin`` (idempotent)."""
+    existing = {p.name: p for p in await session.scalars(select(Permission))}
+    admin = await repo.get_role(session, ADMIN_ROLE)
+    for name, description in BUILTIN_PERMISSIONS.items():
+        permission = existing.get(name)
+        if permission is None:
+            permission = Permission(name=name, description=description, builtin=True)
+            session.add(permission)
+            await session.flush()
+        else:
+            permission.builtin, permission.description = True, description
+        if admin is not None:
+            await repo.grant(session, admin.id, permission.id)
+    if default_role and await repo.get_role(session, default_role) is None:
+        raise RuntimeError(f"AUTHSVC_DEFAULT_ROLE names a role that does not exist: {default_role}")
+    await session.commit()
+
+
+def _role_snapshot(role: Role, permissions: list[str], parents: list[str]) -> dict[str, Any]:
+    return {
+        "name": role.name,
+        "description": role.description,
+        "permissions": permissions,
+        "parents": parents,
+    }
+
+
+class AuthzService:
+    def __init__(self, session: AsyncSession, actor: Principal, client_ip: str | None) -> None:
+        self.session = session
+        self.actor = actor
+        self.client_ip = client_ip
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    async def role(self, ref: str) -> Role:
+        role = await repo.get_role(self.session, ref)
+        if role is None:
+            raise NotFound(f"No role {ref!r}.", code="ROLE_NOT_FOUND")
+        return role
+
+    async def permission(self, name: str) -> Permission:
+        if not is_valid_permission(name):
+            raise InvalidInput(
+                f"{name!r} is not a permission name like 'resource:action'.",
+                code="PERMISSION_NAME_INVALID",
+            )
+        permission = await repo.get_permission(self.session, name)
+        if permission is None:
+            resource = name.partition(":")[0]
+            if name.endswith(":*") and await self._resource_known(resource):
+                # A wildcard over a known resource exists implicitly; make it concrete.
+                permission = Permission(name=name, description=f"Every {resource} permission.")
+                self.session.add(permission)
+                await self.session.flush()
+                return permission
+            raise NotFound(f"No permission {name!r}.", code="PERMISSION_NOT_FOUND")
+        return permission
+
+    async def _resource_known(self, resource: str) -> bool:
+        query = select(Permission.id).where(Permission.name.startswith(f"{resource}:"))
+        return (await self.session.scalars(query.limit(1))).first() is not None
+
+    async def user(self, user_id: uuid.UUID) -> User:
+        user = await self.session.get(User, user_id)
+        if user is None:
+            raise NotFound("No such user.", code="USER_NOT_FOUND")
+        return user
+
+    async def describe_role(self, role: Role) -> dict[str, Any]:
+        permissions = await repo.role_permission_names(self.session, role.id)
+        parents = await repo.role_parent_names(self.session, role.id)
+        return {**_role_snapshot(role, permissions, parents), "id": role.id,
+                "created_at": role.created_at}  # fmt: skip
+
+    async def effective_permissions(self, user: User) -> dict[str, set[str]]:
+        graph = await repo.load_graph(self.session)
+        return graph.effective(await repo.user_role_names(self.session, user.id))
+
+    # --- roles -----------------------------------------------------------------------------
+
+    async def create_role(
+        self, name: str, description: str, parents: list[str], permissions: list[str]
+    ) -> Role:
+        if await repo.get_role(self.session, name) is not None:
+            raise Conflict(f"A role named {name!r} exists.", code="ROLE_EXISTS")
+        parent_roles = await self._roles(parents)
+        granted = [await self.permission(p) for p in dict.fromkeys(permissions)]
+        role = Role(name=name, description=description)
+        self.session.add(role)
+        await self._flush_unique(f"A role named {name!r} exists.", "ROLE_EXISTS")
+        await repo.set_parents(self.session, role.id, parent_roles)
+        for permission in granted:
+            await repo.grant(self.session, role.id, permission.id)
+        after = _role_snapshot(role, sorted(p.name for p in granted), sorted(parents))
+        await self._commit("role.create", "role", role.name, None, after)
+        return role
+
+    async def update_role(
+        self,
+        role: Role,
+        *,
+        name: str | None,
+        description: str | None,
+        parents: list[str] | None,
+    ) -> Role:
+        await repo.lock_authz(self.session)
+        before = await self.describe_role(role)
+        admins_before = await self._admins()
+        if name is not None and name != role.name:
+            if role.name in PROTECTED_ROLES:
+                raise Conflict(f"The {role.name!r} role cannot be renamed.", code="ROLE_PROTECTED")
+            role.name = name
+            await self._flush_unique(f"A role named {name!r} exists.", "ROLE_EXISTS")
+        if description is not None:
+            role.description = description
+        if parents is not None:
+            graph = await repo.load_graph(self.session)
+            if role.name in parents or graph.would_cycle(role.name, parents):
+                raise Conflict(
+                    f"Making {parents} parents of {role.name!r} would create a cycle.",
+                    code="ROLE_CYCLE",
+                )
+            await repo.set_parents(self.session, role.id, await self._roles(parents))
+            await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
+        await self._keep_an_admin(admins_before)
+        after = await self.describe_role(role)
+        await self._commit("role.update", "role", role.name, _plain(before), _plain(after))
+        return role
+
+    async def delete_role(self, role: Role, *, force: bool) -> None:
+        if role.name in PROTECTED_ROLES:
+            raise Conflict(f"The {role.name!r} role cannot be deleted.", code="ROLE_PROTECTED")
+        await repo.lock_authz(self.session)
+        holders = await repo.count_role_users(self.session, role.id)
+        if holders and not force:
+            raise Conflict(
+                f"{holders} user(s) hold the role {role.name!r}; add ?force=true to delete it.",
+                code="ROLE_IN_USE",
+                data={"users": holders},
+            )
+        admins_before = await self._admins()
+        before = _plain(await self.describe_role(role))
+        graph = await repo.load_graph(self.session)
+        await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
+        await self.session.delete(role)
+        await self.session.flush()
+        await self._keep_an_admin(admins_before)
+        await self._commit("role.delete", "role", role.name, before, None)
+
+    async def grant(self, role: Role, name: str) -> None:
+        permission = await self.permission(name)
+        if await repo.grant(self.session, role.id, permission.id):
+            graph = await repo.load_graph(self.session)
+            await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
+            after = {"permission": permission.name}
+            await self._commit("role.grant", "role", role.name, None, after)
+
+    async def revoke(self, role: Role, name: str) -> None:
+        permission = await self.permission(name)
+        if role.name == ADMIN_ROLE and permission.builtin:
+            raise Conflict(
+                "The admin role always holds authsvc's own permissions.", code="ROLE_PROTECTED"
+            )
+        if await repo.revoke(self.session, role.id, permission.id):
+            graph = await repo.load_graph(self.session)
+            await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
+            before = {"permission": permission.name}
+            await self._commit("role.revoke", "role", role.name, before, None)
+
+    # --- permissions -----------------------------------------------------------------------
+
+    async def create_permission(self, name: str, description: str) -> Permission:
+        if await repo.get_permission(self.session, name) is not None:
+            raise Conflict(f"The permission {name!r} exists.", code="PERMISSION_EXISTS")
+        permission = Permission(name=name, description=description)
+        self.session.add(permission)
+        await self._flush_unique(f"The permission {name!r} exists.", "PERMISSION_EXISTS")
+        after = {"name": name, "description": description}
+        await self._commit("permission.create", "permission", name, None, after)
+        return permission
+
+    # --- assignments -----------------------------------------------------------------------
+
+    async def assign(self, user: User, role: Role) -> None:
+        if await repo.assign(self.session, user.id, role.id):
+            await repo.bump_versions(self.session, user_ids=[user.id])
+            await self._commit("user.role.assign", "user", str(user.id), None, {"role": role.name})
+
+    async def unassign(self, user: User, role: Role) -> None:
+        await repo.lock_authz(self.session)
+        admins_before = await self._admins()
+        if await repo.unassign(self.session, user.id, role.id):
+            await repo.bump_versions(self.session, user_ids=[user.id])
+            await self._keep_an_admin(admins_before)
+            before = {"role": role.name}
+            await self._commit("user.role.unassign", "user", str(user.id), before, None)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _roles(self, names: list[str]) -> list[Role]:
+        found = await repo.get_roles_by_name(self.session, names)
+        unknown = sorted(set(names) - set(found))
+        if unknown:
+            raise NotFound(f"No role {unknown[0]!r}.", code="ROLE_NOT_FOUND")
+        return [found[name] for name in dict.fromkeys(names)]
+
+    async def _admins(self) -> int:
+        graph = await repo.load_graph(self.session)
+        return await repo.count_admins(self.session, graph.descendants(ADMIN_ROLE))
+
+    async def guard_admin_change(
+        self, user: User, is_active: bool | None, is_superuser: bool | None
+    ) -> None:
+        """Refuse to deactivate, demote or delete the last active administrator."""
+        active_after = user.is_active if is_active is None else is_active
+        superuser_after = user.is_superuser if is_superuser is None else is_superuser
+        if active_after and (superuser_after or not user.is_superuser):
+            return  # still as much an administrator as before
+        await repo.lock_authz(self.session)
+        graph = await repo.load_graph(self.session)
+        admin_roles = graph.descendants(ADMIN_ROLE)
+        holds_role = bool(admin_roles & set(await repo.user_role_names(self.session, user.id)))
+        was_admin = user.is_active and (user.is_superuser or holds_role)
+        still_admin = active_after and (superuser_after or holds_role)
+        if was_admin and not still_admin:
+            if await repo.count_admins(self.session, admin_roles) <= 1:
+                raise Conflict("This would leave no active administrator.", code="LAST_ADMIN")
+
+    async def _keep_an_admin(self, before: int) -> None:
+        await self.session.flush()
+        if before > 0 and await self._admins() == 0:
+            raise Conflict("This would leave no active administrator.", code="LAST_ADMIN")
+
+    async def _flush_unique(self, message: str, code: str) -> None:
+        try:
+            await self.session.flush()
+        except IntegrityError:
+            await self.session.rollback()
+            raise Conflict(message, code=code) from None
+
+    async def record(
+        self,
+        action: str,
+        target_type: str,
+        target_id: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
+        self.session.add(
+            AuditEvent(
+                actor_id=self.actor.user_id,
+                actor_email=self.actor.email,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                before=before,
+                after=after,
+                client_ip=self.client_ip,
+            )
+        )
+
+    async def _commit(
+        self,
+        action: str,
+        target_type: str,
+        target_id: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
+        await self.record(action, target_type, target_id, before, after)
+        await self.session.commit()
+
+
+def _plain(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe audit payload: the role's own fields, without ids and timestamps."""
+    return {k: v for k, v in snapshot.items() if k not in ("id", "created_at")}
