@@ -199,7 +199,13 @@ async def lock_authz(session: AsyncSession) -> None:
     """Serialize changes that could remove the last administrator.
 
     A no-op write to the ``admin`` role row: PostgreSQL makes a second such transaction wait
-    for the first to commit (its later reads then see that commit); SQLite takes its single
-    writer lock at once, before anything is read.
+    for the first to commit, and its later reads (READ COMMITTED) then see that commit. SQLite
+    has one writer at a time anyway. Call it before the change writes anything: it ends the
+    transaction the caller's lookups opened, so nothing read before the lock is mistaken for
+    current (a test removes the last two admins concurrently and shows the second is refused).
     """
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("lock_authz must come before any change in the transaction")
+        await session.commit()
     await session.execute(update(Role).where(Role.name == "admin").values(name=Role.name))

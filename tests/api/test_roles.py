@@ -1,0 +1,522 @@
+"""Roles, permissions, assignments, guards, freshness, last-admin protection, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import httpx
+import jwt
+import pytest
+
+from authsvc.db.models import User
+from authsvc.db.repositories import roles as repo
+from authsvc.services.container import AppServices
+from tests.conftest import Login, MakeUser
+
+Headers = dict[str, str]
+Assign = Callable[[User, str], Awaitable[None]]
+
+
+@pytest.fixture
+def assign(services: AppServices) -> Assign:
+    async def do_assign(user: User, role: str) -> None:
+        async with services.sessionmaker() as session:
+            found = await repo.get_role(session, role)
+            assert found is not None, role
+            await repo.assign(session, user.id, found.id)
+            await session.commit()
+
+    return do_assign
+
+
+@pytest.fixture
+async def admin(make_user: MakeUser, assign: Assign, login: Login) -> Headers:
+    """An administrator by role (not a superuser)."""
+    user = await make_user("roleadmin@example.com")
+    await assign(user, "admin")
+    return await login("roleadmin@example.com")
+
+
+async def make_role(
+    client: httpx.AsyncClient, headers: Headers, name: str, **body: object
+) -> dict[str, object]:
+    response = await client.post("/roles", headers=headers, json={"name": name, **body})
+    assert response.status_code == 201, response.text
+    result: dict[str, object] = response.json()
+    return result
+
+
+def detail(response: httpx.Response) -> dict[str, object]:
+    result: dict[str, object] = response.json()["detail"]
+    return result
+
+
+# --- seeded state and tokens ---------------------------------------------------------------
+
+
+async def test_seeded_roles_and_permissions(client: httpx.AsyncClient, admin: Headers) -> None:
+    roles = (await client.get("/roles", headers=admin)).json()
+    assert {r["name"] for r in roles["items"]} == {"admin", "user"}
+    admin_role = (await client.get("/roles/admin", headers=admin)).json()
+    assert set(admin_role["permissions"]) == {
+        "users:read", "users:write", "users:delete", "roles:read", "roles:write",
+        "permissions:read", "permissions:write", "audit:read",
+    }  # fmt: skip
+    permissions = (await client.get("/permissions", headers=admin)).json()
+    assert permissions["total"] == 8
+    assert all(p["builtin"] for p in permissions["items"])
+
+
+async def test_registration_gets_the_default_role_and_tokens_carry_claims(
+    client: httpx.AsyncClient, login: Login, admin: Headers
+) -> None:
+    created = await client.post(
+        "/auth/register", json={"email": "fresh@example.com", "password": "a long passphrase"}
+    )
+    assert created.status_code == 201
+    user_id = created.json()["id"]
+    roles = (await client.get(f"/users/{user_id}/roles", headers=admin)).json()
+    assert roles == {"user_id": user_id, "roles": ["user"]}
+
+    token = (await login("fresh@example.com", "a long passphrase"))["Authorization"][7:]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["roles"] == ["user"]
+    assert claims["permissions"] == []
+    assert claims["ver"] == 0
+
+    admin_claims = jwt.decode(admin["Authorization"][7:], options={"verify_signature": False})
+    assert admin_claims["roles"] == ["admin"]
+    assert "roles:write" in admin_claims["permissions"]
+
+
+async def test_superuser_token_holds_everything(
+    client: httpx.AsyncClient, admin_headers: Headers
+) -> None:
+    claims = jwt.decode(admin_headers["Authorization"][7:], options={"verify_signature": False})
+    assert claims["permissions"] == ["*"]
+    assert (await client.get("/audit", headers=admin_headers)).status_code == 200
+
+
+# --- guards --------------------------------------------------------------------------------
+
+
+async def test_guards_401_403_200(
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login, admin: Headers
+) -> None:
+    assert detail(await client.get("/roles"))["code"] == "NOT_AUTHENTICATED"
+    bad = await client.get("/roles", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401 and detail(bad)["code"] == "TOKEN_INVALID"
+    assert bad.headers["www-authenticate"] == "Bearer"
+
+    await make_user("plain@example.com")
+    plain = await login("plain@example.com")
+    denied = await client.get("/roles", headers=plain)
+    assert denied.status_code == 403
+    assert detail(denied) == {
+        "code": "PERMISSION_DENIED",
+        "message": "Permission 'roles:read' is required.",
+        "missing": ["roles:read"],
+    }
+    for method, path in [
+        ("GET", "/users"),
+        ("GET", "/permissions"),
+        ("GET", "/audit"),
+        ("POST", "/permissions"),
+        ("DELETE", f"/users/{uuid.uuid4()}"),
+    ]:
+        response = await client.request(method, path, headers=plain)
+        assert response.status_code == 403, (method, path)
+    assert (await client.get("/roles", headers=admin)).status_code == 200
+
+
+async def test_grant_then_revoke_and_old_tokens_go_stale(
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login, admin: Headers, assign: Assign
+) -> None:
+    reader = await make_user("reader@example.com")
+    await make_role(client, admin, "auditor", permissions=["audit:read"])
+    before = await login("reader@example.com")
+    assert (await client.get("/audit", headers=before)).status_code == 403
+
+    assigned = await client.put(f"/users/{reader.id}/roles/auditor", headers=admin)
+    assert assigned.status_code == 204
+    stale = await client.get("/audit", headers=before)
+    assert stale.status_code == 401 and detail(stale)["code"] == "TOKEN_STALE"
+    fresh = await login("reader@example.com")
+    assert (await client.get("/audit", headers=fresh)).status_code == 200
+
+    # Taking the permission from the role makes the token issued with it stale too.
+    revoked = await client.delete("/roles/auditor/permissions/audit:read", headers=admin)
+    assert revoked.status_code == 204
+    assert detail(await client.get("/audit", headers=fresh))["code"] == "TOKEN_STALE"
+    newest = await login("reader@example.com")
+    assert (await client.get("/audit", headers=newest)).status_code == 403
+    # /users/me needs no permission and is not affected by freshness.
+    assert (await client.get("/users/me", headers=fresh)).status_code == 200
+
+
+async def test_unrelated_users_keep_their_tokens(
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login, admin: Headers, assign: Assign
+) -> None:
+    bystander = await make_user("bystander@example.com")
+    await make_role(client, admin, "readers", permissions=["users:read"])
+    await make_role(client, admin, "writers", permissions=["users:write"])
+    await assign(bystander, "readers")
+    token = await login("bystander@example.com")
+    await client.put("/roles/writers/permissions/audit:read", headers=admin)
+    assert (await client.get("/users", headers=token)).status_code == 200
+
+
+async def test_composite_roles_and_wildcards(
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login, admin: Headers, assign: Assign
+) -> None:
+    await make_role(client, admin, "viewer", permissions=["users:read"])
+    await make_role(client, admin, "editor", parents=["viewer"], permissions=["users:write"])
+    await make_role(client, admin, "chief", parents=["editor"])
+    chief = await make_user("chief@example.com")
+    await assign(chief, "chief")
+
+    effective = (await client.get(f"/users/{chief.id}/permissions", headers=admin)).json()
+    assert effective["permissions"] == [
+        {"name": "users:read", "granted_by": ["chief"]},
+        {"name": "users:write", "granted_by": ["chief"]},
+    ]
+    headers = await login("chief@example.com")
+    claims = jwt.decode(headers["Authorization"][7:], options={"verify_signature": False})
+    assert claims["roles"] == ["chief", "editor", "viewer"]
+    assert (await client.get("/users", headers=headers)).status_code == 200
+    assert (await client.delete(f"/users/{chief.id}", headers=headers)).status_code == 403
+
+    wildcard = await client.put("/roles/chief/permissions/users:*", headers=admin)
+    assert wildcard.status_code == 204
+    headers = await login("chief@example.com")
+    other = await make_user("other@example.com")
+    assert (await client.delete(f"/users/{other.id}", headers=headers)).status_code == 204
+    unknown_resource = await client.put("/roles/chief/permissions/nothing:*", headers=admin)
+    assert unknown_resource.status_code == 404
+
+
+# --- role CRUD and bad input ----------------------------------------------------------------
+
+
+async def test_role_crud(client: httpx.AsyncClient, admin: Headers) -> None:
+    created = await make_role(
+        client, admin, "support", description="Helpdesk", permissions=["users:read"]
+    )
+    by_id = (await client.get(f"/roles/{created['id']}", headers=admin)).json()
+    by_name = (await client.get("/roles/support", headers=admin)).json()
+    assert by_id == by_name
+    assert by_id["permissions"] == ["users:read"] and by_id["parents"] == []
+
+    patched = await client.patch(
+        "/roles/support", headers=admin, json={"name": "helpdesk", "description": "Tier 1"}
+    )
+    assert patched.status_code == 200
+    assert (patched.json()["name"], patched.json()["description"]) == ("helpdesk", "Tier 1")
+    assert (await client.get("/roles/support", headers=admin)).status_code == 404
+
+    page = (await client.get("/roles?limit=1&offset=0", headers=admin)).json()
+    assert page["total"] == 3 and len(page["items"]) == 1
+
+    assert (await client.delete("/roles/helpdesk", headers=admin)).status_code == 204
+    assert (await client.get("/roles/helpdesk", headers=admin)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"name": "admin"}, 409, "ROLE_EXISTS"),
+        ({"name": "Bad Name"}, 422, "VALIDATION_ERROR"),
+        ({"name": "x" * 65}, 422, "VALIDATION_ERROR"),
+        ({"name": "ok", "parents": ["ghost"]}, 404, "ROLE_NOT_FOUND"),
+        ({"name": "ok", "permissions": ["ghost:read"]}, 404, "PERMISSION_NOT_FOUND"),
+        ({"name": "ok", "permissions": ["NotAPermission"]}, 422, "PERMISSION_NAME_INVALID"),
+        ({"name": "ok", "colour": "red"}, 422, "VALIDATION_ERROR"),
+    ],
+)
+async def test_create_role_bad_input(
+    client: httpx.AsyncClient, admin: Headers, body: dict[str, object], status: int, code: str
+) -> None:
+    response = await client.post("/roles", headers=admin, json=body)
+    assert response.status_code == status, response.text
+    assert detail(response)["code"] == code
+    names = {r["name"] for r in (await client.get("/roles", headers=admin)).json()["items"]}
+    assert names == {"admin", "user"}  # nothing half-written
+
+
+async def test_cycles_are_refused(client: httpx.AsyncClient, admin: Headers) -> None:
+    await make_role(client, admin, "a")
+    await make_role(client, admin, "b", parents=["a"])
+    await make_role(client, admin, "c", parents=["b"])
+    for role, parents in (("a", ["c"]), ("a", ["b"]), ("b", ["b"])):
+        response = await client.patch(f"/roles/{role}", headers=admin, json={"parents": parents})
+        assert response.status_code == 409, (role, parents)
+        assert detail(response)["code"] == "ROLE_CYCLE"
+    assert (await client.get("/roles/a", headers=admin)).json()["parents"] == []
+
+
+async def test_delete_role_in_use_needs_force(
+    client: httpx.AsyncClient, make_user: MakeUser, admin: Headers, assign: Assign
+) -> None:
+    await make_role(client, admin, "temp")
+    user = await make_user("temp@example.com")
+    await assign(user, "temp")
+    in_use = await client.delete("/roles/temp", headers=admin)
+    assert in_use.status_code == 409 and detail(in_use)["code"] == "ROLE_IN_USE"
+    assert (await client.delete("/roles/temp?force=true", headers=admin)).status_code == 204
+    assert (await client.get(f"/users/{user.id}/roles", headers=admin)).json()["roles"] == []
+
+
+async def test_protected_roles(client: httpx.AsyncClient, admin: Headers) -> None:
+    for role in ("admin", "user"):
+        deleted = await client.delete(f"/roles/{role}?force=true", headers=admin)
+        assert deleted.status_code == 409 and detail(deleted)["code"] == "ROLE_PROTECTED"
+        renamed = await client.patch(f"/roles/{role}", headers=admin, json={"name": "x"})
+        assert renamed.status_code == 409 and detail(renamed)["code"] == "ROLE_PROTECTED"
+    revoked = await client.delete("/roles/admin/permissions/roles:write", headers=admin)
+    assert revoked.status_code == 409 and detail(revoked)["code"] == "ROLE_PROTECTED"
+
+
+async def test_unknown_things_are_404(client: httpx.AsyncClient, admin: Headers) -> None:
+    ghost = uuid.uuid4()
+    cases = [
+        ("GET", "/roles/ghost", "ROLE_NOT_FOUND"),
+        ("PATCH", "/roles/ghost", "ROLE_NOT_FOUND"),
+        ("DELETE", "/roles/ghost", "ROLE_NOT_FOUND"),
+        ("GET", f"/roles/{ghost}", "ROLE_NOT_FOUND"),
+        ("PUT", "/roles/ghost/permissions/users:read", "ROLE_NOT_FOUND"),
+        ("PUT", "/roles/user/permissions/orders:refund", "PERMISSION_NOT_FOUND"),
+        ("GET", "/roles/ghost/users", "ROLE_NOT_FOUND"),
+        ("PUT", f"/users/{ghost}/roles/user", "USER_NOT_FOUND"),
+        ("DELETE", f"/users/{ghost}/roles/user", "USER_NOT_FOUND"),
+        ("GET", f"/users/{ghost}/roles", "USER_NOT_FOUND"),
+        ("GET", f"/users/{ghost}/permissions", "USER_NOT_FOUND"),
+    ]
+    for method, path, code in cases:
+        kwargs = {"json": {}} if method == "PATCH" else {}
+        response = await client.request(method, path, headers=admin, **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == 404, (method, path, response.text)
+        assert detail(response)["code"] == code
+    malformed = await client.put("/roles/user/permissions/NOT%20VALID", headers=admin)
+    assert malformed.status_code == 422
+    assert detail(malformed)["code"] == "PERMISSION_NAME_INVALID"
+
+
+# --- permissions ------------------------------------------------------------------------------
+
+
+async def test_declare_permissions_for_other_services(
+    client: httpx.AsyncClient, admin: Headers
+) -> None:
+    created = await client.post(
+        "/permissions", headers=admin, json={"name": "orders:refund", "description": "Refunds"}
+    )
+    assert created.status_code == 201
+    assert created.json()["builtin"] is False
+    duplicate = await client.post("/permissions", headers=admin, json={"name": "orders:refund"})
+    assert duplicate.status_code == 409 and detail(duplicate)["code"] == "PERMISSION_EXISTS"
+    for bad in ("orders", "Orders:refund", "orders:", ":refund", "orders:re fund", "a:b:c"):
+        response = await client.post("/permissions", headers=admin, json={"name": bad})
+        assert response.status_code == 422, bad
+    orders = (await client.get("/permissions?resource=orders", headers=admin)).json()
+    assert [p["name"] for p in orders["items"]] == ["orders:refund"]
+    granted = await client.put("/roles/user/permissions/orders:refund", headers=admin)
+    assert granted.status_code == 204
+    assert (await client.get("/roles/user", headers=admin)).json()["permissions"] == [
+        "orders:refund"
+    ]
+
+
+# --- assignments and the last administrator -------------------------------------------------
+
+
+async def test_assign_and_unassign_are_idempotent(
+    client: httpx.AsyncClient, make_user: MakeUser, admin: Headers
+) -> None:
+    user = await make_user("member@example.com")
+    for _ in range(2):
+        assert (await client.put(f"/users/{user.id}/roles/user", headers=admin)).status_code == 204
+    members = (await client.get("/roles/user/users", headers=admin)).json()
+    assert [m["email"] for m in members["items"]] == ["member@example.com"]
+    for _ in range(2):
+        response = await client.delete(f"/users/{user.id}/roles/user", headers=admin)
+        assert response.status_code == 204
+    assert (await client.get(f"/users/{user.id}/roles", headers=admin)).json()["roles"] == []
+
+
+@pytest.fixture
+async def manager(
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login, assign: Assign, admin: Headers
+) -> Headers:
+    """Holds roles:write and users:* but is no administrator."""
+    await make_role(client, admin, "manager", permissions=["roles:write", "users:*"])
+    user = await make_user("manager@example.com")
+    await assign(user, "manager")
+    return await login("manager@example.com")
+
+
+async def test_the_last_admin_keeps_the_admin_role(
+    client: httpx.AsyncClient, services: AppServices, manager: Headers
+) -> None:
+    async with services.sessionmaker() as session:
+        admin_user = await session.get(User, await _id_of(services, "roleadmin@example.com"))
+    assert admin_user is not None
+    response = await client.delete(f"/users/{admin_user.id}/roles/admin", headers=manager)
+    assert response.status_code == 409 and detail(response)["code"] == "LAST_ADMIN"
+    for method, body in (("PATCH", {"is_active": False}), ("DELETE", None)):
+        refused = await client.request(
+            method, f"/users/{admin_user.id}", headers=manager, json=body
+        )
+        assert refused.status_code == 409 and detail(refused)["code"] == "LAST_ADMIN", method
+
+
+async def test_the_last_superuser_cannot_be_deleted_or_demoted(
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login, assign: Assign
+) -> None:
+    root = await make_user("root@example.com", is_superuser=True)
+    deputy = await make_user("deputy@example.com")
+    await assign(deputy, "admin")
+    deputy_headers = await login("deputy@example.com")
+    # Two administrators: the superuser may go...
+    demoted = await client.patch(
+        f"/users/{root.id}", headers=deputy_headers, json={"is_superuser": False}
+    )
+    assert demoted.status_code == 200
+    # ...but not the last one, not even by itself.
+    root_headers = await login("root@example.com")
+    refused = await client.delete(f"/users/{deputy.id}/roles/admin", headers=deputy_headers)
+    assert refused.status_code == 409
+    assert (await client.get("/roles", headers=root_headers)).status_code == 403
+
+
+async def test_concurrent_removals_leave_one_admin(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    assign: Assign,
+    manager: Headers,
+    services: AppServices,
+) -> None:
+    second = await make_user("second-admin@example.com")
+    await assign(second, "admin")
+    first_id = await _id_of(services, "roleadmin@example.com")
+    responses = await asyncio.gather(
+        client.delete(f"/users/{first_id}/roles/admin", headers=manager),
+        client.delete(f"/users/{second.id}/roles/admin", headers=manager),
+    )
+    assert sorted(r.status_code for r in responses) == [204, 409]
+    async with services.sessionmaker() as session:
+        graph = await repo.load_graph(session)
+        assert await repo.count_admins(session, graph.descendants("admin")) == 1
+
+
+async def _id_of(services: AppServices, email: str) -> uuid.UUID:
+    async with services.sessionmaker() as session:
+        from sqlalchemy import select
+
+        found = (await session.scalars(select(User).where(User.email == email))).one()
+        return found.id
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+async def test_every_mutation_is_audited(
+    client: httpx.AsyncClient, make_user: MakeUser, admin: Headers, services: AppServices
+) -> None:
+    user = await make_user("audited@example.com")
+    await make_role(client, admin, "ops", permissions=["users:read"])
+    await client.patch("/roles/ops", headers=admin, json={"description": "Operations"})
+    await client.put("/roles/ops/permissions/users:write", headers=admin)
+    await client.delete("/roles/ops/permissions/users:write", headers=admin)
+    await client.post("/permissions", headers=admin, json={"name": "orders:ship"})
+    await client.put(f"/users/{user.id}/roles/ops", headers=admin)
+    await client.delete(f"/users/{user.id}/roles/ops", headers=admin)
+    await client.patch(f"/users/{user.id}", headers=admin, json={"is_verified": False})
+    await client.delete("/roles/ops", headers=admin)
+    await client.delete(f"/users/{user.id}", headers=admin)
+
+    trail = (await client.get("/audit?limit=200", headers=admin)).json()
+    actions = [event["action"] for event in reversed(trail["items"])]
+    assert actions == [
+        "role.create", "role.update", "role.grant", "role.revoke", "permission.create",
+        "user.role.assign", "user.role.unassign", "user.update", "role.delete", "user.delete",
+    ]  # fmt: skip
+    admin_id = str(await _id_of(services, "roleadmin@example.com"))
+    for event in trail["items"]:
+        assert event["actor_id"] == admin_id
+        assert event["actor_email"] == "roleadmin@example.com"
+        assert event["client_ip"] == "203.0.113.10"
+    update = next(e for e in trail["items"] if e["action"] == "role.update")
+    assert update["before"]["description"] == "" and update["after"]["description"] == "Operations"
+
+    by_target = (
+        await client.get(f"/audit?target_type=user&target_id={user.id}", headers=admin)
+    ).json()
+    assert by_target["total"] == 4
+    by_action = (await client.get("/audit?action=role.create", headers=admin)).json()
+    assert by_action["total"] == 1
+    by_actor = (await client.get(f"/audit?actor_id={admin_id}&limit=1", headers=admin)).json()
+    assert by_actor["total"] == 10 and len(by_actor["items"]) == 1
+    future = (
+        await client.get("/audit", headers=admin, params={"since": "2999-01-01T00:00:00Z"})
+    ).json()
+    assert future["total"] == 0
+    naive = await client.get("/audit", headers=admin, params={"since": "2020-01-01T00:00:00"})
+    assert naive.status_code == 422
+
+
+async def test_refused_changes_leave_no_audit_event(
+    client: httpx.AsyncClient, admin: Headers
+) -> None:
+    await client.post("/roles", headers=admin, json={"name": "admin"})
+    await client.delete("/roles/user", headers=admin)
+    assert (await client.get("/audit", headers=admin)).json()["total"] == 0
+
+
+async def test_the_admin_lock_serializes_conflicting_removals(
+    make_user: MakeUser, assign: Assign, services: AppServices
+) -> None:
+    """Two transactions each remove one of the last two admins. The second must wait for the
+    first and then refuse; without the lock both would commit and leave no administrator."""
+    from authsvc.authz.engine import Principal
+    from authsvc.errors import Conflict
+    from authsvc.services.authz import AuthzService
+
+    first = await make_user("first-admin@example.com")
+    second = await make_user("second-admin@example.com")
+    await assign(first, "admin")
+    await assign(second, "admin")
+    actor = Principal(user_id=uuid.uuid4(), email="robot@example.com", is_superuser=True)
+
+    reached_commit, release = asyncio.Event(), asyncio.Event()
+    async with services.sessionmaker() as session_a, services.sessionmaker() as session_b:
+        real_commit = session_a.commit
+
+        async def gated_commit() -> None:
+            # lock_authz commits the lookups' read transaction, then takes the lock; the
+            # commit that ends the change (the lock still held) is the one held back.
+            if session_a.new:  # the audit event is pending: this is the final commit
+                reached_commit.set()
+                await release.wait()
+            await real_commit()
+
+        session_a.commit = gated_commit  # type: ignore[method-assign]
+        service_a = AuthzService(session_a, actor, None)
+        service_b = AuthzService(session_b, actor, None)
+        role_a, role_b = await service_a.role("admin"), await service_b.role("admin")
+        user_a, user_b = await service_a.user(first.id), await service_b.user(second.id)
+
+        task_a = asyncio.create_task(service_a.unassign(user_a, role_a))
+        await asyncio.wait_for(reached_commit.wait(), 10)  # A holds the lock, not committed
+        task_b = asyncio.create_task(service_b.unassign(user_b, role_b))
+        await asyncio.sleep(0.5)
+        assert not task_b.done()  # B waits for A's lock
+        release.set()
+        await task_a
+        with pytest.raises(Conflict) as refused:
+            await task_b
+    assert refused.value.code == "LAST_ADMIN"
+    async with services.sessionmaker() as session:
+        graph = await repo.load_graph(session)
+        assert await repo.count_admins(session, graph.descendants("admin")) == 1
