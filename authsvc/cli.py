@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -121,6 +122,21 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_routes(settings: Settings, args: argparse.Namespace) -> int:
+    import tempfile
+
+    from authsvc.api.routes_table import render_routes_table
+    from authsvc.main import create_app
+
+    # Only the route declarations are needed: build the app against a throw-away folder.
+    with tempfile.TemporaryDirectory() as scratch:
+        offline = settings.model_copy(
+            update={"data_dir": Path(scratch), "database_url": None, "signing_key_file": None}
+        )
+        print(render_routes_table(create_app(offline)), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="authsvc", description="Authentication and user-management service."
@@ -146,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from the first stdin line"
     )
     admin.set_defaults(func=cmd_create_admin)
+    routes = sub.add_parser("routes", help="print the route table (Markdown) with permissions")
+    routes.set_defaults(func=cmd_routes)
     return parser
 
 

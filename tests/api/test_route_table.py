@@ -1,0 +1,83 @@
+"""The README's route table is generated from the code; this keeps the two equal."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from authsvc.api.routes_table import render_routes_table
+from authsvc.authz.deps import require_permissions, require_roles
+from authsvc.authz.engine import Principal
+from authsvc.services.authz import sync_builtin
+from authsvc.services.container import AppServices
+from tests.conftest import Login, MakeUser
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_route_table_matches_the_code(app: FastAPI) -> None:
+    text = README.read_text(encoding="utf-8")
+    found = re.search(r"<!-- routes:start -->\n(.*?)<!-- routes:end -->", text, re.S)
+    assert found, "README.md lacks the routes:start/routes:end markers"
+    assert found.group(1) == render_routes_table(app), "run `authsvc routes` and paste it"
+
+
+def test_every_route_is_public_signed_in_or_permission_guarded(app: FastAPI) -> None:
+    public = {
+        "/healthz", "/readyz", "/.well-known/jwks.json", "/auth/token", "/auth/register",
+        "/auth/request-verify-token", "/auth/verify", "/auth/forgot-password",
+        "/auth/reset-password",
+    }  # fmt: skip
+    for path, item in app.openapi()["paths"].items():
+        for method, operation in item.items():
+            scopes = [s for req in operation.get("security", []) for s in req.values()]
+            if path in public:
+                assert not scopes, (method, path)
+            elif path != "/users/me":
+                assert scopes and all(scopes), f"{method} {path} has no permission guard"
+
+
+def test_undeclared_permission_names_are_refused_at_definition() -> None:
+    with pytest.raises(ValueError, match="undeclared"):
+        require_permissions("users:raed")
+
+
+async def test_require_roles(
+    app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser, login: Login
+) -> None:
+    @app.get("/only-admins")
+    async def only_admins(principal: Annotated[Principal, require_roles("admin")]) -> str:
+        return str(principal.email)
+
+    await make_user("nobody@example.com")
+    assert (await client.get("/only-admins")).status_code == 401
+    denied = await client.get("/only-admins", headers=await login("nobody@example.com"))
+    assert denied.status_code == 403
+    assert denied.json()["detail"]["missing_roles"] == ["admin"]
+    await make_user("boss@example.com", is_superuser=True)
+    allowed = await client.get("/only-admins", headers=await login("boss@example.com"))
+    assert allowed.status_code == 200 and allowed.json() == "boss@example.com"
+
+
+async def test_start_up_restores_builtin_permissions(services: AppServices) -> None:
+    from sqlalchemy import delete, select
+
+    from authsvc.db.models import Permission
+    from authsvc.db.repositories.roles import load_graph
+
+    async with services.sessionmaker() as session:
+        await session.execute(delete(Permission).where(Permission.name == "audit:read"))
+        await session.commit()
+        await sync_builtin(session, "user")
+        names = set(await session.scalars(select(Permission.name)))
+        graph = await load_graph(session)
+    assert "audit:read" in names
+    assert "audit:read" in graph.nodes["admin"].permissions
+    async with services.sessionmaker() as session:
+        with pytest.raises(RuntimeError, match="AUTHSVC_DEFAULT_ROLE"):
+            await sync_builtin(session, "no-such-role")
