@@ -9,6 +9,7 @@ then stop passing our guards.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,12 @@ from authsvc.authz.permissions import (
     ADMIN_ROLE,
     BUILTIN_PERMISSIONS,
     USER_ROLE,
+    grants,
     is_valid_permission,
 )
 from authsvc.db.models import AuditEvent, Permission, Role, User
 from authsvc.db.repositories import roles as repo
-from authsvc.errors import Conflict, InvalidInput, NotFound
+from authsvc.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 PROTECTED_ROLES = frozenset({ADMIN_ROLE, USER_ROLE})
 
@@ -135,6 +137,8 @@ class AuthzService:
             raise Conflict(f"A role named {name!r} exists.", code="ROLE_EXISTS")
         parent_roles = await self._roles(parents)
         granted = [await self.permission(p) for p in dict.fromkeys(permissions)]
+        graph = await repo.load_graph(self.session)
+        self._no_escalation([p.name for p in granted], graph.effective(parents))
         role = Role(name=name, description=description)
         self.session.add(role)
         await self._flush_unique(f"A role named {name!r} exists.", "ROLE_EXISTS")
@@ -170,6 +174,7 @@ class AuthzService:
                     f"Making {parents} parents of {role.name!r} would create a cycle.",
                     code="ROLE_CYCLE",
                 )
+            self._no_escalation(graph.effective(parents))
             await repo.set_parents(self.session, role.id, await self._roles(parents))
             await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
         await self._keep_an_admin(admins_before)
@@ -199,6 +204,7 @@ class AuthzService:
 
     async def grant(self, role: Role, name: str) -> None:
         permission = await self.permission(name)
+        self._no_escalation([permission.name])
         if await repo.grant(self.session, role.id, permission.id):
             graph = await repo.load_graph(self.session)
             await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
@@ -232,6 +238,8 @@ class AuthzService:
     # --- assignments -----------------------------------------------------------------------
 
     async def assign(self, user: User, role: Role) -> None:
+        graph = await repo.load_graph(self.session)
+        self._no_escalation(graph.effective([role.name]))
         if await repo.assign(self.session, user.id, role.id):
             await repo.bump_versions(self.session, user_ids=[user.id])
             await self._commit("user.role.assign", "user", str(user.id), None, {"role": role.name})
@@ -245,7 +253,42 @@ class AuthzService:
             before = {"role": role.name}
             await self._commit("user.role.unassign", "user", str(user.id), before, None)
 
+    async def guard_target(self, user: User) -> None:
+        """Only change or delete an account whose powers the actor holds too: otherwise a
+        ``users:write`` holder could take over an administrator's account."""
+        if user.is_superuser and not self.actor.is_superuser:
+            raise Forbidden(
+                "Only a superuser may change or delete a superuser.", code="PERMISSION_DENIED"
+            )
+        self._no_escalation(await self.effective_permissions(user))
+
+    def check_superuser_flag(self, is_superuser: bool | None, user: User) -> None:
+        if is_superuser is not None and is_superuser != user.is_superuser:
+            if not self.actor.is_superuser:
+                raise Forbidden(
+                    "Only a superuser may grant or take superuser status.",
+                    code="PERMISSION_DENIED",
+                )
+
     # --- helpers ---------------------------------------------------------------------------
+
+    def _no_escalation(self, *permission_sets: Iterable[str]) -> None:
+        """Nobody hands out (or takes over) power over authsvc they do not hold themselves.
+
+        Permissions of other services (``orders:refund``) are any role manager's to give.
+        """
+        for permissions in permission_sets:
+            lacking = sorted(p for p in permissions if not self._may_confer(p))
+            if lacking:
+                raise Forbidden(
+                    f"You cannot confer {lacking[0]!r}: you do not hold it yourself.",
+                    code="PERMISSION_DENIED",
+                    data={"missing": lacking},
+                )
+
+    def _may_confer(self, permission: str) -> bool:
+        covered = [p for p in BUILTIN_PERMISSIONS if grants(permission, p)]
+        return all(self.actor.has(p) for p in covered)
 
     async def _roles(self, names: list[str]) -> list[Role]:
         found = await repo.get_roles_by_name(self.session, names)

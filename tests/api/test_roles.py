@@ -357,37 +357,85 @@ async def manager(
 
 
 async def test_the_last_admin_keeps_the_admin_role(
-    client: httpx.AsyncClient, services: AppServices, manager: Headers
+    client: httpx.AsyncClient, services: AppServices, manager: Headers, admin: Headers
 ) -> None:
-    async with services.sessionmaker() as session:
-        admin_user = await session.get(User, await _id_of(services, "roleadmin@example.com"))
-    assert admin_user is not None
-    response = await client.delete(f"/users/{admin_user.id}/roles/admin", headers=manager)
+    admin_id = await _id_of(services, "roleadmin@example.com")
+    response = await client.delete(f"/users/{admin_id}/roles/admin", headers=manager)
     assert response.status_code == 409 and detail(response)["code"] == "LAST_ADMIN"
+    # The manager may not touch the admin's account at all (it lacks the admin's powers)...
+    takeover = await client.patch(f"/users/{admin_id}", headers=manager, json={"is_active": False})
+    assert takeover.status_code == 403
+    # ...and the admin cannot retire itself while it is the last one.
     for method, body in (("PATCH", {"is_active": False}), ("DELETE", None)):
-        refused = await client.request(
-            method, f"/users/{admin_user.id}", headers=manager, json=body
-        )
+        refused = await client.request(method, f"/users/{admin_id}", headers=admin, json=body)
         assert refused.status_code == 409 and detail(refused)["code"] == "LAST_ADMIN", method
+    assert (await client.get("/roles", headers=admin)).status_code == 200
 
 
 async def test_the_last_superuser_cannot_be_deleted_or_demoted(
-    client: httpx.AsyncClient, make_user: MakeUser, login: Login, assign: Assign
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login
 ) -> None:
-    root = await make_user("root@example.com", is_superuser=True)
-    deputy = await make_user("deputy@example.com")
-    await assign(deputy, "admin")
-    deputy_headers = await login("deputy@example.com")
-    # Two administrators: the superuser may go...
+    first = await make_user("root@example.com", is_superuser=True)
+    second = await make_user("root2@example.com", is_superuser=True)
+    second_headers = await login("root2@example.com")
+    # Two administrators: one may demote the other...
     demoted = await client.patch(
-        f"/users/{root.id}", headers=deputy_headers, json={"is_superuser": False}
+        f"/users/{first.id}", headers=second_headers, json={"is_superuser": False}
     )
     assert demoted.status_code == 200
-    # ...but not the last one, not even by itself.
-    root_headers = await login("root@example.com")
-    refused = await client.delete(f"/users/{deputy.id}/roles/admin", headers=deputy_headers)
-    assert refused.status_code == 409
-    assert (await client.get("/roles", headers=root_headers)).status_code == 403
+    # ...but the last one can neither demote, deactivate nor delete itself.
+    for method, body in (
+        ("PATCH", {"is_superuser": False}),
+        ("PATCH", {"is_active": False}),
+        ("DELETE", None),
+    ):
+        refused = await client.request(
+            method, f"/users/{second.id}", headers=second_headers, json=body
+        )
+        assert refused.status_code == 409, (method, body)
+        assert detail(refused)["code"] == "LAST_ADMIN"
+    assert (await client.get("/users/me", headers=second_headers)).json()["is_superuser"]
+
+
+async def test_no_escalation_beyond_ones_own_permissions(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    login: Login,
+    assign: Assign,
+    admin: Headers,
+    services: AppServices,
+) -> None:
+    """roles:write and users:write do not let anyone hand themselves more power over authsvc."""
+    await make_role(client, admin, "rolemgr", permissions=["roles:write", "users:write"])
+    mgr = await make_user("mgr@example.com")
+    await assign(mgr, "rolemgr")
+    headers = await login("mgr@example.com")
+    admin_id = await _id_of(services, "roleadmin@example.com")
+    root = await make_user("root@example.com", is_superuser=True)
+    attempts = [
+        ("PUT", f"/users/{mgr.id}/roles/admin", None),
+        ("PUT", "/roles/rolemgr/permissions/audit:read", None),
+        ("PUT", "/roles/rolemgr/permissions/users:*", None),
+        ("POST", "/roles", {"name": "sneaky", "parents": ["admin"]}),
+        ("POST", "/roles", {"name": "sneaky", "permissions": ["users:delete"]}),
+        ("PATCH", "/roles/rolemgr", {"parents": ["admin"]}),
+        ("PATCH", f"/users/{mgr.id}", {"is_superuser": True}),
+        ("PATCH", f"/users/{admin_id}", {"password": "taken over passphrase"}),
+        ("PATCH", f"/users/{root.id}", {"email": "mine@example.com"}),
+    ]
+    for method, path, body in attempts:
+        response = await client.request(method, path, headers=headers, json=body)
+        assert response.status_code == 403, (method, path, response.text)
+        assert detail(response)["code"] == "PERMISSION_DENIED"
+    # What it does hold, and other services' permissions, it may give.
+    await client.post("/permissions", headers=admin, json={"name": "orders:refund"})
+    assert (
+        await client.put("/roles/user/permissions/orders:refund", headers=headers)
+    ).status_code == 204
+    assert (
+        await client.put("/roles/user/permissions/users:write", headers=headers)
+    ).status_code == 204
+    assert (await client.get("/audit", headers=admin)).json()["items"][0]["action"] == "role.grant"
 
 
 async def test_concurrent_removals_leave_one_admin(

@@ -83,6 +83,8 @@ async def update_user(
     service = AuthzService(session, principal, ip)
     user = await service.user(user_id)
     before = _snapshot(user)
+    await service.guard_target(user)
+    service.check_superuser_flag(body.is_superuser, user)
     await service.guard_admin_change(user, body.is_active, body.is_superuser)
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
     after = {**before, **changes, "password_changed": body.password is not None}
@@ -117,6 +119,7 @@ async def delete_user(
 ) -> Response:
     service = AuthzService(session, principal, ip)
     user = await service.user(user_id)
+    await service.guard_target(user)
     await service.guard_admin_change(user, is_active=False, is_superuser=None)
     await service.record("user.delete", "user", str(user.id), _snapshot(user), None)
     await user_manager.delete(user, request=request)  # commits the audit event with it
