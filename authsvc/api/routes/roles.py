@@ -65,7 +65,8 @@ async def list_roles(
     status_code=201,
     response_model=RoleRead,
     summary="Create a role",
-    description="409 `ROLE_EXISTS` for a taken name; 404 for an unknown parent or permission.",
+    description="409 `ROLE_EXISTS` for a taken name; 404 for an unknown parent or permission; "
+    "403 `PERMISSION_DENIED` to confer authsvc permissions the caller lacks.",
 )
 async def create_role(
     body: RoleCreate, session: SessionDep, principal: RolesWrite, ip: ClientIP
@@ -121,7 +122,8 @@ async def delete_role(
     tags=["roles"],
     status_code=204,
     summary="Grant a permission to a role",
-    description="Idempotent. `resource:*` grants every action of a known resource.",
+    description="Idempotent. `resource:*` grants every action of a known resource. 403 "
+    "`PERMISSION_DENIED` to confer one of authsvc's permissions the caller lacks.",
 )
 async def grant(
     role: str, permission: str, session: SessionDep, principal: RolesWrite, ip: ClientIP
@@ -226,7 +228,8 @@ async def user_roles_list(
     tags=["roles"],
     status_code=204,
     summary="Assign a role to a user",
-    description="Idempotent. The user's older tokens stop passing authsvc's guards.",
+    description="Idempotent. The user's older tokens stop passing authsvc's guards. 403 "
+    "`PERMISSION_DENIED` if the role confers authsvc permissions the caller lacks.",
 )
 async def assign_role(
     user_id: uuid.UUID, role: str, session: SessionDep, principal: RolesWrite, ip: ClientIP

@@ -68,8 +68,10 @@ async def get_user(
     "/{user_id}",
     response_model=UserRead,
     summary="Update a user",
-    description="May set email, password, `is_active`, `is_superuser`, `is_verified`. 409 "
-    "`LAST_ADMIN` when no active administrator would remain. Recorded in the audit trail.",
+    description="May set email, password, `is_active`, `is_superuser`, `is_verified`. 403 "
+    "`PERMISSION_DENIED` for an account holding permissions the caller lacks, or for "
+    "`is_superuser` unless the caller is a superuser; 409 `LAST_ADMIN` when no active "
+    "administrator would remain. Recorded in the audit trail.",
 )
 async def update_user(
     user_id: uuid.UUID,
@@ -107,7 +109,8 @@ async def update_user(
     "/{user_id}",
     status_code=204,
     summary="Delete a user",
-    description="409 `LAST_ADMIN` for the last active administrator. Recorded in the audit trail.",
+    description="403 `PERMISSION_DENIED` for an account holding permissions the caller lacks; "
+    "409 `LAST_ADMIN` for the last active administrator. Recorded in the audit trail.",
 )
 async def delete_user(
     user_id: uuid.UUID,
