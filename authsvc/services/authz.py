@@ -165,6 +165,7 @@ class AuthzService:
                 raise Conflict(f"The {role.name!r} role cannot be renamed.", code="ROLE_PROTECTED")
             role.name = name
             await self._flush_unique(f"A role named {name!r} exists.", "ROLE_EXISTS")
+            await self._make_holders_stale(role)  # their tokens name the old role
         if description is not None:
             role.description = description
         if parents is not None:
@@ -195,8 +196,7 @@ class AuthzService:
             )
         admins_before = await self._admins()
         before = _plain(await self.describe_role(role))
-        graph = await repo.load_graph(self.session)
-        await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
+        await self._make_holders_stale(role)
         await self.session.delete(role)
         await self.session.flush()
         await self._keep_an_admin(admins_before)
@@ -206,8 +206,7 @@ class AuthzService:
         permission = await self.permission(name)
         self._no_escalation([permission.name])
         if await repo.grant(self.session, role.id, permission.id):
-            graph = await repo.load_graph(self.session)
-            await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
+            await self._make_holders_stale(role)
             after = {"permission": permission.name}
             await self._commit("role.grant", "role", role.name, None, after)
 
@@ -218,8 +217,7 @@ class AuthzService:
                 "The admin role always holds authsvc's own permissions.", code="ROLE_PROTECTED"
             )
         if await repo.revoke(self.session, role.id, permission.id):
-            graph = await repo.load_graph(self.session)
-            await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
+            await self._make_holders_stale(role)
             before = {"permission": permission.name}
             await self._commit("role.revoke", "role", role.name, before, None)
 
@@ -285,6 +283,11 @@ class AuthzService:
                     code="PERMISSION_DENIED",
                     data={"missing": lacking},
                 )
+
+    async def _make_holders_stale(self, role: Role) -> None:
+        """Everyone holding ``role``, directly or through a role inheriting from it."""
+        graph = await repo.load_graph(self.session)
+        await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
 
     def _may_confer(self, permission: str) -> bool:
         covered = [p for p in BUILTIN_PERMISSIONS if grants(permission, p)]

@@ -200,6 +200,27 @@ async def test_composite_roles_and_wildcards(
 # --- role CRUD and bad input ----------------------------------------------------------------
 
 
+async def test_renaming_a_role_makes_its_holders_tokens_stale(
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login, admin: Headers, assign: Assign
+) -> None:
+    await make_role(client, admin, "readers", permissions=["users:read"])
+    await make_role(client, admin, "rename-me")
+    holder = await make_user("holder@example.com")
+    await assign(holder, "readers")
+    await make_role(client, admin, "child", parents=["readers"])
+    token = await login("holder@example.com")
+    assert (
+        await client.patch("/roles/readers", headers=admin, json={"name": "viewers"})
+    ).status_code == 200
+    assert detail(await client.get("/users", headers=token))["code"] == "TOKEN_STALE"
+    fresh = await login("holder@example.com")
+    claims = jwt.decode(fresh["Authorization"][7:], options={"verify_signature": False})
+    assert claims["roles"] == ["viewers"]
+    # A role nobody holds can be renamed without disturbing anyone.
+    await client.patch("/roles/rename-me", headers=admin, json={"name": "renamed"})
+    assert (await client.get("/users", headers=fresh)).status_code == 200
+
+
 async def test_role_crud(client: httpx.AsyncClient, admin: Headers) -> None:
     created = await make_role(
         client, admin, "support", description="Helpdesk", permissions=["users:read"]
@@ -218,6 +239,9 @@ async def test_role_crud(client: httpx.AsyncClient, admin: Headers) -> None:
 
     page = (await client.get("/roles?limit=1&offset=0", headers=admin)).json()
     assert page["total"] == 3 and len(page["items"]) == 1
+    taken = await client.patch("/roles/helpdesk", headers=admin, json={"name": "admin"})
+    assert taken.status_code == 409 and detail(taken)["code"] == "ROLE_EXISTS"
+    assert (await client.get("/roles/helpdesk", headers=admin)).json()["description"] == "Tier 1"
 
     assert (await client.delete("/roles/helpdesk", headers=admin)).status_code == 204
     assert (await client.get("/roles/helpdesk", headers=admin)).status_code == 404
