@@ -592,3 +592,19 @@ async def test_the_admin_lock_serializes_conflicting_removals(
     async with services.sessionmaker() as session:
         graph = await repo.load_graph(session)
         assert await repo.count_admins(session, graph.descendants("admin")) == 1
+
+
+async def test_concurrent_creates_of_one_name_make_one(
+    client: httpx.AsyncClient, admin: Headers
+) -> None:
+    roles = await asyncio.gather(
+        *(client.post("/roles", headers=admin, json={"name": "dup"}) for _ in range(3))
+    )
+    assert sorted(r.status_code for r in roles) == [201, 409, 409]
+    assert {detail(r)["code"] for r in roles if r.status_code == 409} == {"ROLE_EXISTS"}
+    permissions = await asyncio.gather(
+        *(client.post("/permissions", headers=admin, json={"name": "x:y"}) for _ in range(3))
+    )
+    assert sorted(r.status_code for r in permissions) == [201, 409, 409]
+    trail = (await client.get("/audit", headers=admin)).json()
+    assert trail["total"] == 2  # one create each; the refused ones left nothing
