@@ -260,13 +260,15 @@ class AuthzService:
             )
         self._no_escalation(await self.effective_permissions(user))
 
-    def check_superuser_flag(self, is_superuser: bool | None, user: User) -> None:
-        if is_superuser is not None and is_superuser != user.is_superuser:
-            if not self.actor.is_superuser:
-                raise Forbidden(
-                    "Only a superuser may grant or take superuser status.",
-                    code="PERMISSION_DENIED",
-                )
+    def check_superuser_flag(self, is_superuser: bool | None, user: User) -> bool:
+        """Whether the update changes superuser status; only a superuser may do that."""
+        if is_superuser is None or is_superuser == user.is_superuser:
+            return False
+        if not self.actor.is_superuser:
+            raise Forbidden(
+                "Only a superuser may grant or take superuser status.", code="PERMISSION_DENIED"
+            )
+        return True
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -403,10 +403,15 @@ async def test_the_last_superuser_cannot_be_deleted_or_demoted(
     second = await make_user("root2@example.com", is_superuser=True)
     second_headers = await login("root2@example.com")
     # Two administrators: one may demote the other...
+    first_headers = await login("root@example.com")
     demoted = await client.patch(
         f"/users/{first.id}", headers=second_headers, json={"is_superuser": False}
     )
     assert demoted.status_code == 200
+    # The token that said "permissions": ["*"] no longer passes our guards.
+    stale = await client.get("/roles", headers=first_headers)
+    assert stale.status_code == 401 and detail(stale)["code"] == "TOKEN_STALE"
+    assert (await client.get("/roles", headers=await login("root@example.com"))).status_code == 403
     # ...but the last one can neither demote, deactivate nor delete itself.
     for method, body in (
         ("PATCH", {"is_superuser": False}),

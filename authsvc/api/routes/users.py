@@ -86,8 +86,11 @@ async def update_user(
     user = await service.user(user_id)
     before = _snapshot(user)
     await service.guard_target(user)
-    service.check_superuser_flag(body.is_superuser, user)
+    superuser_changes = service.check_superuser_flag(body.is_superuser, user)
     await service.guard_admin_change(user, body.is_active, body.is_superuser)
+    if superuser_changes:
+        # Their tokens say "permissions": ["*"] (or lack it): make them stale either way.
+        user.authz_version += 1
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
     after = {**before, **changes, "password_changed": body.password is not None}
     await service.record("user.update", "user", str(user.id), before, after)
