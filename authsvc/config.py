@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
     smtp_sender: str = "authsvc <no-reply@localhost>"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    smtp_ca_file: Path | None = None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -120,6 +121,11 @@ class Settings(BaseSettings):
     def _secure_outside_development(self) -> Self:
         if self.password_min_length > self.password_max_length:
             raise ValueError("password_min_length must not exceed password_max_length")
+        if self.smtp_security == "none" and self.smtp_username:
+            raise ValueError(
+                "AUTHSVC_SMTP_USERNAME with AUTHSVC_SMTP_SECURITY=none would send the SMTP "
+                "password in clear; use starttls or tls"
+            )
         if self.environment == "development":
             return self
         problems: list[str] = []

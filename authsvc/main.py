@@ -52,6 +52,7 @@ def _notifier(settings: Settings) -> Notifier:
             username=settings.smtp_username,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             timeout=settings.smtp_timeout_seconds,
+            ca_file=settings.smtp_ca_file,
         )
     return ConsoleNotifier()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Literal
 
 import anyio.to_thread
@@ -23,6 +24,7 @@ class SmtpNotifier:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 10.0,
+        ca_file: Path | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -31,6 +33,9 @@ class SmtpNotifier:
         self.username = username
         self._password = password
         self.timeout = timeout
+        # Certificates are always verified, host name included; ``ca_file`` replaces the
+        # system's CAs (for a private CA).
+        self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
     def _compose(self, message: TokenMessage) -> EmailMessage:
         mail = EmailMessage()
@@ -41,7 +46,7 @@ class SmtpNotifier:
         return mail
 
     def _send_blocking(self, mail: EmailMessage) -> None:
-        context = ssl.create_default_context()
+        context = self._tls
         client: smtplib.SMTP
         if self.security == "tls":
             client = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
