@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
@@ -16,7 +17,7 @@ from fastapi_users.authentication import AuthenticationBackend, BearerTransport
 
 import authsvc
 from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
-from authsvc.api.errors import install_error_handlers
+from authsvc.api.errors import document_error_shapes, install_error_handlers
 from authsvc.api.middleware import BodySizeLimit
 from authsvc.api.routes import audit, auth, health, roles, users
 from authsvc.api.routes.docs import describe
@@ -142,6 +143,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_error_shapes(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     backend = AuthenticationBackend(

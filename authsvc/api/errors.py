@@ -26,6 +26,37 @@ class ErrorBody(BaseModel):
     detail: ErrorDetail
 
 
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorDetail(BaseModel):
+    code: str = "VALIDATION_ERROR"
+    message: str
+    errors: list[FieldError]
+
+
+class ValidationErrorBody(BaseModel):
+    """What a 422 really looks like here (FastAPI's default schema describes its own shape)."""
+
+    detail: ValidationErrorDetail
+
+
+def document_error_shapes(schema: dict[str, Any]) -> dict[str, Any]:
+    """Point every route's 422 at ``ValidationErrorBody`` in the OpenAPI document."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "HTTPValidationError" not in components:
+        return schema
+    body = ValidationErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in body.pop("$defs", {}).items():
+        components[name] = definition
+    components["HTTPValidationError"] = body
+    components.pop("ValidationError", None)
+    return schema
+
+
 def error_response(
     status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:

@@ -148,3 +148,17 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
     for key, operation in operations.items():
         # fastapi-users' generated names look like "Users:Patch Current User".
         assert ":" not in operation["summary"], key
+
+
+async def test_openapi_describes_422_as_it_is_answered(client: httpx.AsyncClient) -> None:
+    from authsvc.api.errors import ValidationErrorBody
+
+    schema = (await client.get("/openapi.json")).json()
+    components = schema["components"]["schemas"]
+    documented = components["HTTPValidationError"]["properties"]["detail"]["$ref"]
+    assert documented.endswith("/ValidationErrorDetail")
+    assert set(components["ValidationErrorDetail"]["properties"]) == {"code", "message", "errors"}
+    answered = await client.post("/auth/register", json={"email": "nope"})
+    assert answered.status_code == 422
+    body = ValidationErrorBody.model_validate(answered.json())
+    assert body.detail.code == "VALIDATION_ERROR" and body.detail.errors
