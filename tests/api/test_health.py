@@ -141,6 +141,7 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("POST", "/permissions"),
         ("GET", "/audit"),
         ("GET", "/.well-known/jwks.json"),
+        ("GET", "/.well-known/openid-configuration"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
     }

@@ -50,6 +50,8 @@ class Server:
 @contextmanager
 def serve(cwd: Path, *, workers: int = 1, env: Mapping[str, str] | None = None) -> Iterator[Server]:
     port = free_port()
+    # The issuer is where the server really is, so verifiers can discover its keys.
+    env = {"AUTHSVC_ISSUER": f"http://127.0.0.1:{port}", **(env or {})}
     log_path = cwd / f"server-{port}.log"
     with log_path.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(

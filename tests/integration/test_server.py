@@ -39,7 +39,7 @@ def test_login_and_verify_with_pyjwt_using_only_the_jwks(tmp_path: Path) -> None
             signing_key.key,
             algorithms=["RS256"],
             audience="authsvc",
-            issuer="http://127.0.0.1:8000",
+            issuer=server.base_url,
             options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
         )
         assert jwt.get_unverified_header(token)["typ"] == "at+jwt"
@@ -57,9 +57,11 @@ def test_login_and_verify_with_pyjwt_using_only_the_jwks(tmp_path: Path) -> None
 
 
 def test_the_signing_key_survives_a_restart(tmp_path: Path) -> None:
-    with serve(tmp_path) as server:
+    # The restarted server listens on another port: keep one issuer across both runs.
+    env = {"AUTHSVC_ISSUER": "https://auth.example.com"}
+    with serve(tmp_path, env=env) as server:
         token = register_and_login(server.base_url, "restart@example.com")
-    with serve(tmp_path) as server, httpx.Client(base_url=server.base_url) as client:
+    with serve(tmp_path, env=env) as server, httpx.Client(base_url=server.base_url) as client:
         me = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
         assert me.status_code == 200, me.text
 

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from authsvc.api.deps import ServicesDep
+from authsvc.authz.permissions import BUILTIN_PERMISSIONS
 from authsvc.errors import ServiceUnavailable
 
 # Probes answer load balancers and orchestrators, which poll from a few addresses: they are not
@@ -50,3 +51,26 @@ async def jwks(services: ServicesDep) -> JSONResponse:
         headers={"Cache-Control": "public, max-age=300"},
         media_type="application/jwk-set+json",
     )
+
+
+@keys.get(
+    "/.well-known/openid-configuration",
+    summary="Authorization server metadata (RFC 8414)",
+    description="Where the token endpoint and the JWKS are, and what they support. Token "
+    "verifiers discover the JWKS from here (`authsvc.client.TokenVerifier` does).",
+)
+async def metadata(services: ServicesDep) -> JSONResponse:
+    issuer = services.settings.issuer.rstrip("/")
+    algorithms = sorted({key["alg"] for key in services.keys.jwks()["keys"]})
+    body = {
+        "issuer": services.settings.issuer,
+        "token_endpoint": f"{issuer}/auth/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "grant_types_supported": ["password"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": sorted(BUILTIN_PERMISSIONS),
+        # RFC 9068 access tokens are JWTs signed with these.
+        "access_token_signing_alg_values_supported": algorithms,
+    }
+    return JSONResponse(body, headers={"Cache-Control": "public, max-age=300"})
