@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     signing_algorithm: Literal["RS256", "ES256"] = "RS256"
     signing_key_file: Path | None = None
     token_secret: SecretStr | None = None
+    # Sessions and refresh tokens
+    refresh_idle_seconds: int = Field(default=1_209_600, ge=60)
+    session_lifetime_seconds: int = Field(default=2_592_000, ge=60)
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=300)
     verify_token_lifetime_seconds: int = Field(default=86_400, ge=60)
     reset_token_lifetime_seconds: int = Field(default=3_600, ge=60)
 

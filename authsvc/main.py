@@ -19,7 +19,7 @@ import authsvc
 from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
 from authsvc.api.errors import document_error_shapes, install_error_handlers
 from authsvc.api.middleware import BodySizeLimit
-from authsvc.api.routes import audit, auth, health, roles, users
+from authsvc.api.routes import audit, auth, health, roles, sessions, users
 from authsvc.api.routes.docs import describe
 from authsvc.authz.deps import TOKEN_URL
 from authsvc.config import Settings, get_settings
@@ -38,6 +38,7 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
 from authsvc.services.authz import sync_builtin
 from authsvc.services.container import AppServices, RateRules
+from authsvc.services.sessions import SessionPolicy
 from authsvc.services.tokens import AccessTokenStrategy
 
 log = logging.getLogger("authsvc")
@@ -106,6 +107,11 @@ def build_services(settings: Settings) -> AppServices:
         ),
         rules=RateRules.from_settings(settings),
         token_secret=load_token_secret(settings),
+        session_policy=SessionPolicy(
+            idle_seconds=settings.refresh_idle_seconds,
+            lifetime_seconds=settings.session_lifetime_seconds,
+            reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
+        ),
     )
 
 
@@ -185,7 +191,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     me_router = describe(fastapi_users.get_users_router(UserRead, UserUpdate))
     me_router.routes = [r for r in me_router.routes if getattr(r, "path", "") == "/me"]
     app.include_router(me_router, prefix="/users", tags=["users"], dependencies=limited)
+    app.include_router(sessions.auth_router, prefix="/auth", dependencies=limited)
+    app.include_router(sessions.me_router, prefix="/users", dependencies=limited)
     app.include_router(users.router, prefix="/users", dependencies=limited)
+    app.include_router(sessions.admin_router, prefix="/users", dependencies=limited)
     app.include_router(roles.router, dependencies=limited)
     app.include_router(audit.router, dependencies=limited)
     return app

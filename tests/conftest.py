@@ -36,6 +36,8 @@ PASSWORD = "correct horse battery staple"
 # Back to the migrated state: seeded roles and builtin permissions only.
 RESET_STATEMENTS = [
     "DELETE FROM audit_events",
+    "DELETE FROM refresh_tokens",
+    "DELETE FROM sessions",
     "DELETE FROM user_roles",
     'DELETE FROM "user"',
     "DELETE FROM role_parents",

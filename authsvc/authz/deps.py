@@ -3,9 +3,10 @@
 The permissions a route needs are declared as OAuth2 scopes of the bearer scheme, so OpenAPI
 lists them as the route's security requirement. The caller's permissions come from the access
 token's claims, trusted only if the token's ``ver`` equals the user's current
-``authz_version``: the user row is read on every authenticated request anyway (is the account
-still active?), so freshness costs no extra query, and since every worker reads that one row,
-there is no per-worker cache to invalidate.
+``authz_version`` and its session (``sid``) has not ended. The user row and the session row are
+read together in one query on every authenticated request (is the account still active?), so
+freshness and revocation cost no extra query, and since every worker reads the same rows, there
+is no per-worker cache to invalidate: a logout is seen by all workers at once.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.api.deps import ServicesDep, SessionDep
 from authsvc.authz.engine import Principal
 from authsvc.authz.permissions import BUILTIN_PERMISSIONS
-from authsvc.db.models import User
+from authsvc.db.repositories.sessions import is_live, user_with_session
 from authsvc.errors import Forbidden, Unauthorized
 from authsvc.security.tokens import InvalidTokenError
 
@@ -33,9 +33,9 @@ def _refuse(message: str, code: str) -> Unauthorized:
     return Unauthorized(message, code=code)
 
 
-async def _load_user(session: AsyncSession, subject: Any) -> User | None:
+def _uuid(value: Any) -> uuid.UUID | None:
     try:
-        return await session.get(User, uuid.UUID(str(subject)))
+        return uuid.UUID(str(value))
     except ValueError:
         return None
 
@@ -53,9 +53,14 @@ async def get_principal(
         claims = services.codec.verify(token)
     except InvalidTokenError:
         raise _refuse("The access token is invalid or expired.", "TOKEN_INVALID") from None
-    user = await _load_user(session, claims["sub"])
+    user_id, session_id = _uuid(claims["sub"]), _uuid(claims.get("sid"))
+    if user_id is None or session_id is None:
+        raise _refuse("The access token is invalid or expired.", "TOKEN_INVALID")
+    user, login = await user_with_session(session, user_id, session_id)
     if user is None or not user.is_active:
         raise _refuse("The access token is invalid or expired.", "TOKEN_INVALID")
+    if not is_live(login):
+        raise _refuse("The session has ended (signed out or revoked).", "TOKEN_REVOKED")
     if claims.get("ver") != user.authz_version:
         raise _refuse(
             "Your roles or permissions changed since this token was issued; get a new token.",
@@ -67,6 +72,7 @@ async def get_principal(
         is_superuser=user.is_superuser,
         roles=frozenset(_strings(claims.get("roles"))),
         permissions=frozenset(_strings(claims.get("permissions"))),
+        session_id=session_id,
     )
     request.state.principal = principal
     missing = principal.missing(security_scopes.scopes)

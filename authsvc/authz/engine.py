@@ -68,6 +68,7 @@ class Principal:
     is_superuser: bool = False
     roles: frozenset[str] = field(default_factory=frozenset)
     permissions: frozenset[str] = field(default_factory=frozenset)
+    session_id: uuid.UUID | None = None
 
     @property
     def is_authenticated(self) -> bool:

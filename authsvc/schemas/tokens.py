@@ -11,6 +11,9 @@ class TokenResponse(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_token: str | None = Field(
+        default=None, description="Single use: trade it for a new pair at the token endpoint."
+    )
 
 
 class OAuthErrorBody(BaseModel):

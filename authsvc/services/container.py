@@ -13,6 +13,7 @@ from authsvc.security.keys import KeyRing
 from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
+from authsvc.services.sessions import SessionPolicy
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,4 @@ class AppServices:
     limiter: RateLimiter
     rules: RateRules
     token_secret: str
+    session_policy: SessionPolicy

@@ -10,6 +10,7 @@ from fastapi_users.authentication.strategy import Strategy, StrategyDestroyNotSu
 from fastapi_users.manager import BaseUserManager
 
 from authsvc.db.models import User
+from authsvc.db.repositories.sessions import is_live, user_with_session
 from authsvc.security.tokens import AccessTokenCodec, InvalidTokenError
 
 log = logging.getLogger("authsvc.tokens")
@@ -26,12 +27,19 @@ class AccessTokenStrategy(Strategy[User, uuid.UUID]):
             return None
         try:
             claims = self.codec.verify(token)
-            return await user_manager.get(user_manager.parse_id(claims["sub"]))
+            user_id = user_manager.parse_id(claims["sub"])
+            session_id = uuid.UUID(str(claims.get("sid")))
         except InvalidTokenError as exc:
             log.info("access token refused: %s", exc)
             return None
-        except (exceptions.InvalidID, exceptions.UserNotExists):
+        except (exceptions.InvalidID, ValueError):
             return None
+        db = getattr(user_manager, "session", None)
+        if db is None:
+            return None
+        user, login = await user_with_session(db, user_id, session_id)
+        # A signed-out or revoked session's tokens stop working at once, not at expiry.
+        return user if is_live(login) else None
 
     async def write_token(self, user: User) -> str:
         return self.codec.issue(str(user.id)).token

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.db.models import User
 from authsvc.db.repositories import roles as roles_repo
+from authsvc.db.repositories import sessions as sessions_repo
 from authsvc.errors import InvalidInput, Unauthorized
 from authsvc.notify.base import Notifier, Purpose, TokenMessage, build_link
 from authsvc.security.password_policy import PasswordPolicy
@@ -164,6 +165,10 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         if password is not None:
             await self.validate_password(password, user)
             update_dict["hashed_password"] = await self.hasher.hash(password)
+            # A new password ends every session (committed with the change below).
+            await sessions_repo.revoke_all(self.session, user.id, "password")
+        if update_dict.get("is_active") is False and user.is_active:
+            await sessions_repo.revoke_all(self.session, user.id, "deactivated")
         try:
             return await super()._update(user, update_dict)
         except IntegrityError as exc:

@@ -30,7 +30,7 @@ async def test_register_then_login_then_me(client: httpx.AsyncClient) -> None:
     payload = token.json()
     assert payload["token_type"] == "bearer"
     assert payload["expires_in"] == 900
-    assert set(payload) == {"access_token", "token_type", "expires_in"}
+    assert set(payload) == {"access_token", "token_type", "expires_in", "refresh_token"}
 
     me = await client.get(
         "/users/me", headers={"Authorization": f"Bearer {payload['access_token']}"}

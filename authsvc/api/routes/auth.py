@@ -1,4 +1,4 @@
-"""``POST /auth/token``: the OAuth2 resource-owner password grant (RFC 6749 §4.3)."""
+"""``POST /auth/token``: the OAuth2 password grant (RFC 6749 §4.3) and refresh (§6)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
+from authsvc.db.models import Session, User
 from authsvc.errors import OAuthError
 from authsvc.schemas.tokens import OAuthErrorBody, TokenResponse
 from authsvc.services.authz import grants_for
+from authsvc.services.container import AppServices
+from authsvc.services.sessions import SessionService
 
 router = APIRouter(tags=["auth"])
 
 _MAX_USERNAME = 320
 _MAX_PASSWORD = 4096
+_MAX_REFRESH = 256
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
 
 
@@ -28,30 +32,61 @@ def _required(name: str, value: str | None, max_length: int) -> str:
     return value
 
 
+async def _token_response(
+    services: AppServices, db: SessionDep, user: User, session: Session, refresh_token: str
+) -> JSONResponse:
+    grants = await grants_for(db, user)
+    issued = services.codec.issue(
+        str(user.id),
+        extra={
+            "roles": grants.roles,
+            "permissions": grants.permissions,
+            "ver": grants.version,
+            "sid": str(session.id),
+        },
+    )
+    body = TokenResponse(
+        access_token=issued.token, expires_in=issued.expires_in, refresh_token=refresh_token
+    )
+    return JSONResponse(body.model_dump(), headers=_NO_STORE)
+
+
 @router.post(
     "/token",
     response_model=TokenResponse,
-    summary="Get an access token (OAuth2 password grant)",
+    summary="Get tokens (OAuth2 password grant, or refresh)",
     description=(
-        "Form-encoded `grant_type=password`, `username` (the email) and `password`. Answers an "
-        "RFC 6749 §5.1 token response. Errors use the RFC 6749 §5.2 shape: `invalid_request`, "
-        "`unsupported_grant_type`, `invalid_grant` (wrong email or password, or an inactive "
-        "account). Limited per client IP and per submitted username (429 with Retry-After)."
+        "Form-encoded. `grant_type=password` with `username` (the email) and `password` starts a "
+        "session; `grant_type=refresh_token` with `refresh_token` rotates it: the presented "
+        "token is spent and a new pair is returned. A spent refresh token presented again "
+        "(after a short grace window) revokes the whole session. Answers an RFC 6749 §5.1 "
+        "token response; errors use the §5.2 shape: `invalid_request`, "
+        "`unsupported_grant_type`, `invalid_grant`. Limited per client IP and per submitted "
+        "username (429 with Retry-After)."
     ),
     responses={400: {"model": OAuthErrorBody}, 429: {"description": "Too many attempts."}},
 )
 async def token(
     request: Request,
     services: ServicesDep,
-    session: SessionDep,
+    db: SessionDep,
     user_manager: UserManagerDep,
     ip: ClientIP,
     grant_type: Annotated[str | None, Form()] = None,
     username: Annotated[str | None, Form()] = None,
     password: Annotated[str | None, Form()] = None,
+    refresh_token: Annotated[str | None, Form()] = None,
     scope: Annotated[str, Form()] = "",
 ) -> JSONResponse:
     grant = _required("grant_type", grant_type, 64)
+    sessions = SessionService(db, services.session_policy)
+    if grant == "refresh_token":
+        presented = _required("refresh_token", refresh_token, _MAX_REFRESH)
+        services.limiter.hit(services.rules.login_ip, ip)
+        refreshed = await sessions.rotate(presented)
+        return await _token_response(
+            services, db, refreshed.user, refreshed.session, refreshed.refresh_token
+        )
     if grant != "password":
         raise OAuthError("unsupported_grant_type", f"Grant type {grant[:64]!r} is not supported.")
     email = _required("username", username, _MAX_USERNAME)
@@ -69,11 +104,6 @@ async def token(
         raise OAuthError(
             "invalid_grant", "Incorrect email or password.", code="LOGIN_BAD_CREDENTIALS"
         )
-    grants = await grants_for(session, user)
-    issued = services.codec.issue(
-        str(user.id),
-        extra={"roles": grants.roles, "permissions": grants.permissions, "ver": grants.version},
-    )
+    session, new_refresh = await sessions.start(user, ip, request.headers.get("user-agent"))
     await user_manager.on_after_login(user, request)
-    body = TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
-    return JSONResponse(body.model_dump(), headers=_NO_STORE)
+    return await _token_response(services, db, user, session, new_refresh)

@@ -1,0 +1,114 @@
+"""Login sessions and rotating refresh tokens (RFC 9700 §4.14, OWASP ASVS 10.4.5).
+
+A refresh token is 256 random bits, shown once and stored only as its SHA-256. Each use spends
+it and returns a new one in the same session. Presenting a spent token again means it leaked
+(or a client replayed it): the whole session is revoked, unless the replay comes within a
+short grace window of the first use (two tabs refreshing at once), which gets a new token too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.db.models import RefreshToken, Session, User, utcnow
+from authsvc.db.repositories import sessions as repo
+from authsvc.errors import OAuthError
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    idle_seconds: int
+    lifetime_seconds: int
+    reuse_grace_seconds: int
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    user: User
+    session: Session
+    refresh_token: str
+
+
+def _invalid(message: str, code: str) -> OAuthError:
+    return OAuthError("invalid_grant", message, code=code)
+
+
+class SessionService:
+    def __init__(self, db: AsyncSession, policy: SessionPolicy) -> None:
+        self.db = db
+        self.policy = policy
+
+    async def start(
+        self, user: User, client_ip: str | None, user_agent: str | None
+    ) -> tuple[Session, str]:
+        now = utcnow()
+        session = Session(
+            user_id=user.id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + timedelta(seconds=self.policy.lifetime_seconds),
+            client_ip=client_ip,
+            user_agent=(user_agent or "")[:256] or None,
+        )
+        self.db.add(session)
+        await self.db.flush()
+        token = await self._mint(session)
+        await self.db.commit()
+        return session, token
+
+    async def rotate(self, presented: str) -> Refreshed:
+        stored = await repo.by_token_hash(self.db, hash_refresh_token(presented))
+        if stored is None:
+            raise _invalid("The refresh token is not valid.", "REFRESH_TOKEN_INVALID")
+        session = await self.db.get(Session, stored.session_id)
+        user = await self.db.get(User, session.user_id) if session else None
+        now = utcnow()
+        if session is None or user is None or not repo.is_live(session, now):
+            raise _invalid("The session has ended; sign in again.", "SESSION_ENDED")
+        if now - session.last_used_at > timedelta(seconds=self.policy.idle_seconds):
+            await repo.revoke(self.db, [session.id], "idle")
+            await self.db.commit()
+            raise _invalid("The session has ended; sign in again.", "SESSION_ENDED")
+        if not user.is_active:
+            raise _invalid("The session has ended; sign in again.", "SESSION_ENDED")
+        if not await repo.claim(self.db, stored, now):
+            await self.db.refresh(stored)
+            first_use = stored.used_at or now
+            if now - first_use > timedelta(seconds=self.policy.reuse_grace_seconds):
+                # A spent token came back: assume it was stolen and end the whole family.
+                await repo.revoke(self.db, [session.id], "reuse")
+                await self.db.commit()
+                raise _invalid(
+                    "This refresh token was already used; the session is revoked.",
+                    "REFRESH_TOKEN_REUSED",
+                )
+        session.last_used_at = now
+        token = await self._mint(session)
+        await self.db.commit()
+        return Refreshed(user, session, token)
+
+    async def _mint(self, session: Session) -> str:
+        token = secrets.token_urlsafe(32)  # 256 bits
+        self.db.add(RefreshToken(session_id=session.id, token_hash=hash_refresh_token(token)))
+        await self.db.flush()
+        return token
+
+    async def end(self, session_id: uuid.UUID, reason: str) -> bool:
+        ended = await repo.revoke(self.db, [session_id], reason)
+        await self.db.commit()
+        return ended > 0
+
+    async def end_all(self, user_id: uuid.UUID, reason: str) -> int:
+        ended = await repo.revoke_all(self.db, user_id, reason)
+        await self.db.commit()
+        return ended
