@@ -19,7 +19,7 @@ import authsvc
 from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
 from authsvc.api.errors import document_error_shapes, install_error_handlers
 from authsvc.api.middleware import BodySizeLimit
-from authsvc.api.routes import audit, auth, health, roles, sessions, users
+from authsvc.api.routes import audit, auth, health, oauth, roles, sessions, users
 from authsvc.api.routes.docs import describe
 from authsvc.authz.deps import TOKEN_URL
 from authsvc.config import Settings, get_settings
@@ -197,6 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.admin_router, prefix="/users", dependencies=limited)
     app.include_router(roles.router, dependencies=limited)
     app.include_router(audit.router, dependencies=limited)
+    app.include_router(oauth.router, prefix="/auth", dependencies=limited)
+    app.include_router(oauth.clients_router, dependencies=limited)
     return app
 
 

@@ -24,6 +24,8 @@ BUILTIN_PERMISSIONS: dict[str, str] = {
     "permissions:read": "List permissions and users' effective permissions.",
     "permissions:write": "Declare new permissions.",
     "audit:read": "Read the audit trail.",
+    "clients:read": "List service clients.",
+    "clients:write": "Register and delete service clients.",
 }
 
 

@@ -173,3 +173,17 @@ class RefreshToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class OAuthClient(Base):
+    """A service client (client_credentials grant, introspection, revocation)."""
+
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    # SHA-256 of a 256-bit random secret: a slow hash adds nothing to that much entropy.
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    permissions: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(GUID, nullable=True)

@@ -66,7 +66,12 @@ class AccessTokenCodec:
         self.client_id = client_id
 
     def issue(
-        self, subject: str, *, now: float | None = None, extra: Mapping[str, Any] | None = None
+        self,
+        subject: str,
+        *,
+        now: float | None = None,
+        extra: Mapping[str, Any] | None = None,
+        client_id: str | None = None,
     ) -> IssuedToken:
         """``extra`` adds claims (roles, permissions, ver); registered claims always win."""
         issued_at = int(now if now is not None else time.time())
@@ -78,7 +83,7 @@ class AccessTokenCodec:
             "iat": issued_at,
             "exp": issued_at + self.lifetime_seconds,
             "jti": jti,
-            "client_id": self.client_id,
+            "client_id": client_id or self.client_id,
         }
         claims = {**(extra or {}), **claims}
         key = self.keys.active

@@ -138,7 +138,7 @@ class AuthzService:
         parent_roles = await self._roles(parents)
         granted = [await self.permission(p) for p in dict.fromkeys(permissions)]
         graph = await repo.load_graph(self.session)
-        self._no_escalation([p.name for p in granted], graph.effective(parents))
+        self.no_escalation([p.name for p in granted], graph.effective(parents))
         role = Role(name=name, description=description)
         self.session.add(role)
         await self._flush_unique(f"A role named {name!r} exists.", "ROLE_EXISTS")
@@ -175,7 +175,7 @@ class AuthzService:
                     f"Making {parents} parents of {role.name!r} would create a cycle.",
                     code="ROLE_CYCLE",
                 )
-            self._no_escalation(graph.effective(parents))
+            self.no_escalation(graph.effective(parents))
             await repo.set_parents(self.session, role.id, await self._roles(parents))
             await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
         await self._keep_an_admin(admins_before)
@@ -204,7 +204,7 @@ class AuthzService:
 
     async def grant(self, role: Role, name: str) -> None:
         permission = await self.permission(name)
-        self._no_escalation([permission.name])
+        self.no_escalation([permission.name])
         if await repo.grant(self.session, role.id, permission.id):
             await self._make_holders_stale(role)
             after = {"permission": permission.name}
@@ -237,7 +237,7 @@ class AuthzService:
 
     async def assign(self, user: User, role: Role) -> None:
         graph = await repo.load_graph(self.session)
-        self._no_escalation(graph.effective([role.name]))
+        self.no_escalation(graph.effective([role.name]))
         if await repo.assign(self.session, user.id, role.id):
             await repo.bump_versions(self.session, user_ids=[user.id])
             await self._commit("user.role.assign", "user", str(user.id), None, {"role": role.name})
@@ -258,7 +258,7 @@ class AuthzService:
             raise Forbidden(
                 "Only a superuser may change or delete a superuser.", code="PERMISSION_DENIED"
             )
-        self._no_escalation(await self.effective_permissions(user))
+        self.no_escalation(await self.effective_permissions(user))
 
     def check_superuser_flag(self, is_superuser: bool | None, user: User) -> bool:
         """Whether the update changes superuser status; only a superuser may do that."""
@@ -272,7 +272,7 @@ class AuthzService:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _no_escalation(self, *permission_sets: Iterable[str]) -> None:
+    def no_escalation(self, *permission_sets: Iterable[str]) -> None:
         """Nobody hands out (or takes over) power over authsvc they do not hold themselves.
 
         Permissions of other services (``orders:refund``) are any role manager's to give.

@@ -103,7 +103,7 @@ async def test_wrong_password_unknown_email_and_inactive_get_one_answer(
 
 async def test_token_endpoint_rfc6749_errors(client: httpx.AsyncClient) -> None:
     unsupported = await client.post(
-        "/auth/token", data=form("a@example.com", grant_type="client_credentials")
+        "/auth/token", data=form("a@example.com", grant_type="authorization_code")
     )
     assert unsupported.status_code == 400
     assert unsupported.json()["error"] == "unsupported_grant_type"

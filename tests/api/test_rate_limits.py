@@ -165,13 +165,14 @@ class TestGeneralLimits:
                 path.replace("{user_id}", "00000000-0000-0000-0000-000000000000")
                 .replace("{role}", "user")
                 .replace("{permission}", "users:read")
-                .replace("{session_id}", "00000000-0000-0000-0000-000000000000"),
+                .replace("{session_id}", "00000000-0000-0000-0000-000000000000")
+                .replace("{client_id}", "svc-none"),
             )
             for path, item in schema["paths"].items()
             for method in item
             if path not in ("/healthz", "/readyz")
         ]
-        assert len(operations) == 35
+        assert len(operations) == 40
         for number, (method, path) in enumerate(operations):
             async with client_at(app, f"192.0.2.{number}") as fresh:
                 answers = [await fresh.request(method, path) for _ in range(5)]

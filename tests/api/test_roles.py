@@ -62,10 +62,10 @@ async def test_seeded_roles_and_permissions(client: httpx.AsyncClient, admin: He
     admin_role = (await client.get("/roles/admin", headers=admin)).json()
     assert set(admin_role["permissions"]) == {
         "users:read", "users:write", "users:delete", "roles:read", "roles:write",
-        "permissions:read", "permissions:write", "audit:read",
+        "permissions:read", "permissions:write", "audit:read", "clients:read", "clients:write",
     }  # fmt: skip
     permissions = (await client.get("/permissions", headers=admin)).json()
-    assert permissions["total"] == 8
+    assert permissions["total"] == 10
     assert all(p["builtin"] for p in permissions["items"])
 
 

@@ -12,6 +12,7 @@ from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
 from authsvc.db.models import Session, User
 from authsvc.errors import OAuthError
 from authsvc.schemas.tokens import OAuthErrorBody, TokenResponse
+from authsvc.services import clients
 from authsvc.services.authz import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.sessions import SessionService
@@ -57,7 +58,9 @@ async def _token_response(
     summary="Get tokens (OAuth2 password grant, or refresh)",
     description=(
         "Form-encoded. `grant_type=password` with `username` (the email) and `password` starts a "
-        "session; `grant_type=refresh_token` with `refresh_token` rotates it: the presented "
+        "session; `grant_type=client_credentials` (HTTP Basic or `client_id`/`client_secret`) "
+        "issues a service token; `grant_type=refresh_token` with `refresh_token` rotates a "
+        "session: the presented "
         "token is spent and a new pair is returned. A spent refresh token presented again "
         "(after a short grace window) revokes the whole session. Answers an RFC 6749 §5.1 "
         "token response; errors use the §5.2 shape: `invalid_request`, "
@@ -76,9 +79,25 @@ async def token(
     username: Annotated[str | None, Form()] = None,
     password: Annotated[str | None, Form()] = None,
     refresh_token: Annotated[str | None, Form()] = None,
+    client_id: Annotated[str | None, Form()] = None,
+    client_secret: Annotated[str | None, Form()] = None,
     scope: Annotated[str, Form()] = "",
 ) -> JSONResponse:
     grant = _required("grant_type", grant_type, 64)
+    if grant == "client_credentials":
+        given = clients.credentials(request.headers.get("authorization"), client_id, client_secret)
+        if given is None:
+            raise clients.invalid_client()
+        services.limiter.hit(services.rules.login_ip, ip)
+        client = await clients.authenticate(db, *given)
+        issued = services.codec.issue(
+            client.id,
+            client_id=client.id,
+            extra={"roles": [], "permissions": client.permissions, "ver": 0},
+        )
+        # RFC 6749 §4.4.3: no refresh token for the client credentials grant.
+        body = TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
+        return JSONResponse(body.model_dump(exclude_none=True), headers=_NO_STORE)
     sessions = SessionService(db, services.session_policy)
     if grant == "refresh_token":
         presented = _required("refresh_token", refresh_token, _MAX_REFRESH)

@@ -65,10 +65,16 @@ async def metadata(services: ServicesDep) -> JSONResponse:
     body = {
         "issuer": services.settings.issuer,
         "token_endpoint": f"{issuer}/auth/token",
+        "introspection_endpoint": f"{issuer}/auth/introspect",
+        "revocation_endpoint": f"{issuer}/auth/revoke",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "grant_types_supported": ["password"],
+        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": [
+            "none",
+            "client_secret_basic",
+            "client_secret_post",
+        ],
         "scopes_supported": sorted(BUILTIN_PERMISSIONS),
         # RFC 9068 access tokens are JWTs signed with these.
         "access_token_signing_alg_values_supported": algorithms,

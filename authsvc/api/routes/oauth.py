@@ -1,0 +1,214 @@
+"""Token introspection (RFC 7662) and revocation (RFC 7009), and service-client registration."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
+from authsvc.authz.deps import require_permissions
+from authsvc.authz.engine import Principal
+from authsvc.authz.permissions import PERMISSION_NAME
+from authsvc.db.models import OAuthClient, Session
+from authsvc.db.repositories import sessions as sessions_repo
+from authsvc.errors import NotFound
+from authsvc.security.tokens import InvalidTokenError
+from authsvc.services import clients
+from authsvc.services.authz import AuthzService
+from authsvc.services.container import AppServices
+from authsvc.services.sessions import hash_refresh_token
+
+router = APIRouter(tags=["auth"])
+clients_router = APIRouter(tags=["clients"])
+
+_INACTIVE = {"active": False}
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def _access_token_state(
+    services: AppServices, db: SessionDep, token: str
+) -> dict[str, Any] | None:
+    """The claims of an access token our guards would accept right now, else None."""
+    try:
+        claims = services.codec.verify(token)
+    except InvalidTokenError:
+        return None
+    if "sid" not in claims:  # a service token: its client must still exist
+        client = await db.get(OAuthClient, str(claims["sub"]))
+        return claims if client is not None else None
+    try:
+        user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
+    except ValueError:
+        return None
+    user, login = await sessions_repo.user_with_session(db, user_id, session_id)
+    if user is None or not user.is_active or not sessions_repo.is_live(login):
+        return None
+    if claims.get("ver") != user.authz_version:
+        return None
+    return claims
+
+
+async def _authenticated_client(
+    request: Request, db: SessionDep, client_id: str | None, client_secret: str | None
+) -> OAuthClient:
+    given = clients.credentials(request.headers.get("authorization"), client_id, client_secret)
+    if given is None:
+        raise clients.invalid_client()
+    return await clients.authenticate(db, *given)
+
+
+@router.post(
+    "/introspect",
+    summary="Token introspection (RFC 7662), for service clients",
+    description="Client authentication by HTTP Basic or `client_id`/`client_secret`. Answers "
+    '`{"active": false}` for an expired, revoked, stale, malformed or foreign token, and the '
+    "token's claims with `active: true` otherwise. Access and refresh tokens.",
+)
+async def introspect(
+    request: Request,
+    services: ServicesDep,
+    db: SessionDep,
+    token: Annotated[str, Form(max_length=8192)] = "",
+    token_type_hint: Annotated[str | None, Form(max_length=32)] = None,
+    client_id: Annotated[str | None, Form()] = None,
+    client_secret: Annotated[str | None, Form()] = None,
+) -> JSONResponse:
+    await _authenticated_client(request, db, client_id, client_secret)
+    claims = await _access_token_state(services, db, token) if token else None
+    if claims is not None:
+        body = {"active": True, "token_type": "access_token", **claims}
+        return JSONResponse(body, headers=_NO_STORE)
+    stored = await sessions_repo.by_token_hash(db, hash_refresh_token(token)) if token else None
+    if stored is not None and stored.used_at is None:
+        session = await db.get(Session, stored.session_id)
+        if sessions_repo.is_live(session):
+            assert session is not None
+            body = {
+                "active": True,
+                "token_type": "refresh_token",
+                "sub": str(session.user_id),
+                "sid": str(session.id),
+                "exp": int(session.expires_at.timestamp()),
+            }
+            return JSONResponse(body, headers=_NO_STORE)
+    return JSONResponse(_INACTIVE, headers=_NO_STORE)
+
+
+@router.post(
+    "/revoke",
+    summary="Token revocation (RFC 7009)",
+    description="Ends the session an access or refresh token belongs to. Always 200, also for "
+    "unknown tokens (§2.2). Client credentials are optional (a public app revokes its own "
+    "token), but wrong ones are refused with `invalid_client`.",
+)
+async def revoke(
+    request: Request,
+    services: ServicesDep,
+    db: SessionDep,
+    token: Annotated[str, Form(max_length=8192)] = "",
+    token_type_hint: Annotated[str | None, Form(max_length=32)] = None,
+    client_id: Annotated[str | None, Form()] = None,
+    client_secret: Annotated[str | None, Form()] = None,
+) -> Response:
+    given = clients.credentials(request.headers.get("authorization"), client_id, client_secret)
+    if given is not None:
+        await clients.authenticate(db, *given)
+    session_id: uuid.UUID | None = None
+    try:
+        session_id = uuid.UUID(str(services.codec.verify(token).get("sid")))
+    except (InvalidTokenError, ValueError):
+        stored = await sessions_repo.by_token_hash(db, hash_refresh_token(token))
+        session_id = stored.session_id if stored is not None else None
+    if session_id is not None:
+        await sessions_repo.revoke(db, [session_id], "revoked")
+        await db.commit()
+    return Response(status_code=200, headers=_NO_STORE)
+
+
+class ClientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    permissions: list[Annotated[str, Field(pattern=PERMISSION_NAME.pattern)]] = Field(
+        default_factory=list, max_length=100
+    )
+
+
+class ClientRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    permissions: list[str]
+    created_at: datetime
+
+
+class ClientCreated(ClientRead):
+    client_secret: str = Field(description="Shown once; only its hash is kept.")
+
+
+@clients_router.post(
+    "/clients",
+    status_code=201,
+    response_model=ClientCreated,
+    summary="Register a service client",
+    description="Answers the client secret once. The client's tokens carry the given "
+    "permissions; conferring authsvc permissions needs holding them (403).",
+)
+async def create_client(
+    body: ClientCreate,
+    db: SessionDep,
+    principal: Annotated[Principal, require_permissions("clients:write")],
+    ip: ClientIP,
+) -> ClientCreated:
+    service = AuthzService(db, principal, ip)
+    for name in body.permissions:
+        await service.permission(name)  # 404 for unknown, creates known wildcards
+    service.no_escalation(body.permissions)
+    client, secret = clients.new_client(body.name, body.permissions)
+    client.created_by = principal.user_id
+    db.add(client)
+    await service.record("client.create", "client", client.id, None,
+                         {"name": client.name, "permissions": client.permissions})  # fmt: skip
+    await db.commit()
+    return ClientCreated.model_validate({**ClientRead.model_validate(client).model_dump(),
+                                         "client_secret": secret})  # fmt: skip
+
+
+@clients_router.get(
+    "/clients",
+    response_model=list[ClientRead],
+    summary="List service clients",
+    dependencies=[require_permissions("clients:read")],
+)
+async def list_clients(db: SessionDep) -> list[ClientRead]:
+    found = await db.scalars(select(OAuthClient).order_by(OAuthClient.created_at))
+    return [ClientRead.model_validate(c) for c in found]
+
+
+@clients_router.delete(
+    "/clients/{client_id}",
+    status_code=204,
+    summary="Delete a service client",
+    description="Its tokens stop passing introspection at once.",
+)
+async def delete_client(
+    client_id: str,
+    db: SessionDep,
+    principal: Annotated[Principal, require_permissions("clients:write")],
+    ip: ClientIP,
+) -> Response:
+    client = await db.get(OAuthClient, client_id)
+    if client is None:
+        raise NotFound("No such client.", code="CLIENT_NOT_FOUND")
+    service = AuthzService(db, principal, ip)
+    await service.record("client.delete", "client", client.id, {"name": client.name}, None)
+    await db.delete(client)
+    await db.commit()
+    return Response(status_code=204)
