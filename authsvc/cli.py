@@ -41,16 +41,35 @@ def _ensure_data_dir(settings: Settings) -> None:
         settings.data_dir.mkdir(mode=0o700, parents=True)
 
 
+async def _sync_permissions(settings: Settings) -> None:
+    """Declare the built-in permissions once, before the workers start."""
+    from authsvc.db.session import create_engine, create_sessionmaker
+    from authsvc.services.authz import sync_builtin
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await sync_builtin(session, settings.default_role or None)
+    finally:
+        await engine.dispose()
+
+
 def _prepare(settings: Settings) -> None:
     """Everything a worker expects to exist: the data directory, schema, key and secret."""
     from authsvc.db import migrations
-    from authsvc.main import load_token_secret
+    from authsvc.main import build_keystore, load_token_secret
     from authsvc.security.keys import load_or_create_signing_key
 
     _ensure_data_dir(settings)
     if settings.migrate_on_start:
         migrations.upgrade(settings.resolved_database_url)
-    load_or_create_signing_key(settings.resolved_signing_key_file, settings.signing_algorithm)
+        asyncio.run(_sync_permissions(settings))
+    keystore = build_keystore(settings)
+    if keystore is None:
+        load_or_create_signing_key(settings.resolved_signing_key_file, settings.signing_algorithm)
+    else:
+        keystore.ensure(legacy_file=settings.resolved_signing_key_file)
+        keystore.load()  # refuse to start on an unreadable key
     load_token_secret(settings)
 
 
@@ -137,6 +156,29 @@ def cmd_routes(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from authsvc.main import build_keystore
+
+    keystore = build_keystore(settings)
+    if keystore is None:
+        print("error: AUTHSVC_SIGNING_KEY_FILE names one key file; rotate by replacing it",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    _ensure_data_dir(settings)
+    keystore.ensure(legacy_file=settings.resolved_signing_key_file)
+    if args.action == "rotate":
+        key = keystore.rotate()
+        when = datetime.fromtimestamp(key.activates_at, UTC).isoformat()
+        print(f"new key {key.kid} ({key.alg}) published now, signs from {when}")
+        return 0
+    for key in reversed(keystore.load()):
+        when = datetime.fromtimestamp(key.activates_at, UTC).isoformat()
+        print(f"{key.kid}  {key.alg}  signs from {when}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="authsvc", description="Authentication and user-management service."
@@ -162,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from the first stdin line"
     )
     admin.set_defaults(func=cmd_create_admin)
+    keys = sub.add_parser("keys", help="list or rotate the signing keys")
+    keys.add_argument("action", choices=["list", "rotate"])
+    keys.set_defaults(func=cmd_keys)
+
     routes = sub.add_parser("routes", help="print the route table (Markdown) with permissions")
     routes.set_defaults(func=cmd_routes)
     return parser

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     client_id: str = "authsvc"
     signing_algorithm: Literal["RS256", "ES256"] = "RS256"
     signing_key_file: Path | None = None
+    key_encryption_key: SecretStr | None = None
+    key_activation_delay_seconds: int = Field(default=60, ge=0, le=86_400)
     token_secret: SecretStr | None = None
     # Sessions and refresh tokens
     refresh_idle_seconds: int = Field(default=1_209_600, ge=60)
@@ -156,6 +158,10 @@ class Settings(BaseSettings):
     def database_backend(self) -> str:
         """The database's dialect name, for logs (never the URL: it may hold a password)."""
         return self.resolved_database_url.split(":", 1)[0].split("+", 1)[0]
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
 
     @property
     def resolved_signing_key_file(self) -> Path:

@@ -20,6 +20,7 @@ from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
 from authsvc.api.errors import document_error_shapes, install_error_handlers
 from authsvc.api.middleware import BodySizeLimit
 from authsvc.api.routes import audit, auth, health, oauth, roles, sessions, users
+from authsvc.api.routes import keys as keys_routes
 from authsvc.api.routes.docs import describe
 from authsvc.authz.deps import TOKEN_URL
 from authsvc.config import Settings, get_settings
@@ -33,6 +34,7 @@ from authsvc.notify.smtp import SmtpNotifier
 from authsvc.ratelimit.limiter import RateLimiter
 from authsvc.schemas.users import UserCreate, UserRead, UserUpdate
 from authsvc.security.keys import KeyRing, load_or_create_signing_key
+from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
@@ -76,10 +78,29 @@ def load_token_secret(settings: Settings) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def build_services(settings: Settings) -> AppServices:
-    keys = KeyRing(
-        [load_or_create_signing_key(settings.resolved_signing_key_file, settings.signing_algorithm)]
+def build_keystore(settings: Settings) -> KeyStore | None:
+    """The rotating key store in ``<data_dir>/keys``, unless one key file is configured."""
+    if settings.signing_key_file is not None:
+        return None
+    kek = settings.key_encryption_key
+    return KeyStore(
+        settings.keys_dir,
+        settings.signing_algorithm,
+        token_lifetime_seconds=settings.access_token_lifetime_seconds,
+        activation_delay_seconds=settings.key_activation_delay_seconds,
+        kek=kek.get_secret_value().encode() if kek else None,
     )
+
+
+def build_services(settings: Settings) -> AppServices:
+    keystore = build_keystore(settings)
+    if keystore is None:
+        # An explicit key file: one key, rotated by replacing the file.
+        key_file = settings.resolved_signing_key_file
+        keys = KeyRing([load_or_create_signing_key(key_file, settings.signing_algorithm)])
+    else:
+        keystore.ensure(legacy_file=settings.resolved_signing_key_file)
+        keys = KeyRing(keystore.load(), loader=keystore.load)
     engine = create_engine(settings.resolved_database_url)
     return AppServices(
         settings=settings,
@@ -107,6 +128,7 @@ def build_services(settings: Settings) -> AppServices:
         ),
         rules=RateRules.from_settings(settings),
         token_secret=load_token_secret(settings),
+        keystore=keystore,
         session_policy=SessionPolicy(
             idle_seconds=settings.refresh_idle_seconds,
             lifetime_seconds=settings.session_lifetime_seconds,
@@ -199,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router, dependencies=limited)
     app.include_router(oauth.router, prefix="/auth", dependencies=limited)
     app.include_router(oauth.clients_router, dependencies=limited)
+    app.include_router(keys_routes.router, dependencies=limited)
     return app
 
 

@@ -26,6 +26,8 @@ BUILTIN_PERMISSIONS: dict[str, str] = {
     "audit:read": "Read the audit trail.",
     "clients:read": "List service clients.",
     "clients:write": "Register and delete service clients.",
+    "keys:read": "List the signing keys.",
+    "keys:write": "Rotate the signing key.",
 }
 
 

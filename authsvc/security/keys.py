@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +35,8 @@ class SigningKey:
     private_key: Key = field(repr=False)
     public_key: Key = field(repr=False)
     public_jwk: dict[str, str]
+    # Signs only from this Unix time on; published (verifiable) before that.
+    activates_at: float = 0.0
 
 
 def thumbprint(public_jwk: dict[str, Any]) -> str:
@@ -104,21 +108,57 @@ def load_or_create_signing_key(path: Path, alg: Algorithm) -> SigningKey:
 
 
 class KeyRing:
-    """The keys this service signs with and accepts, oldest first; the newest one signs."""
+    """The keys this service signs with and accepts, oldest first.
 
-    def __init__(self, keys: list[SigningKey]) -> None:
+    The newest key whose ``activates_at`` has come signs. With a ``loader`` (a key store), the
+    ring re-reads it at most every ``reload_seconds``, so every worker follows a rotation.
+    """
+
+    def __init__(
+        self,
+        keys: list[SigningKey],
+        *,
+        loader: Callable[[], list[SigningKey]] | None = None,
+        reload_seconds: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._loader = loader
+        self._reload_seconds = reload_seconds
+        self._clock = clock
+        self._next_reload = clock() + reload_seconds
+        self._set(keys)
+
+    def _set(self, keys: list[SigningKey]) -> None:
         if not keys:
             raise ValueError("a key ring needs at least one key")
-        self._keys = list(keys)
-        self._by_kid = {key.kid: key for key in keys}
+        self._keys = sorted(keys, key=lambda key: key.activates_at)
+        self._by_kid = {key.kid: key for key in self._keys}
+
+    def reload(self) -> None:
+        if self._loader is not None:
+            self._set(self._loader())
+            self._next_reload = self._clock() + self._reload_seconds
+
+    def _fresh(self) -> None:
+        if self._loader is not None and self._clock() >= self._next_reload:
+            self.reload()
 
     @property
     def active(self) -> SigningKey:
-        return self._keys[-1]
+        self._fresh()
+        now = self._clock()
+        ready = [key for key in self._keys if key.activates_at <= now]
+        return ready[-1] if ready else self._keys[0]
 
     def get(self, kid: str) -> SigningKey | None:
+        self._fresh()
         return self._by_kid.get(kid)
 
+    def published(self) -> list[SigningKey]:
+        self._fresh()
+        return list(self._keys)
+
     def jwks(self) -> dict[str, list[dict[str, str]]]:
+        self._fresh()
         # Newest first: clients that take the first matching key find the active one fastest.
         return {"keys": [key.public_jwk for key in reversed(self._keys)]}

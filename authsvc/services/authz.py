@@ -49,7 +49,21 @@ async def grants_for(session: AsyncSession, user: User) -> Grants:
 
 
 async def sync_builtin(session: AsyncSession, default_role: str | None) -> None:
-    """Declare this service's permissions and give all of them to ``admin`` (idempotent)."""
+    """Declare this service's permissions and give all of them to ``admin`` (idempotent).
+
+    Several workers may start at once: one that loses the race to insert a row starts over
+    and finds the winner's rows.
+    """
+    for _attempt in range(5):
+        try:
+            await _sync_once(session, default_role)
+            return
+        except IntegrityError:
+            await session.rollback()
+    raise RuntimeError("could not declare the built-in permissions (concurrent start-ups?)")
+
+
+async def _sync_once(session: AsyncSession, default_role: str | None) -> None:
     existing = {p.name: p for p in await session.scalars(select(Permission))}
     admin = await repo.get_role(session, ADMIN_ROLE)
     for name, description in BUILTIN_PERMISSIONS.items():

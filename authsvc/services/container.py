@@ -10,6 +10,7 @@ from authsvc.config import Settings
 from authsvc.notify.outbox import Outbox
 from authsvc.ratelimit.limiter import RateLimiter, Rule
 from authsvc.security.keys import KeyRing
+from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
@@ -51,3 +52,4 @@ class AppServices:
     rules: RateRules
     token_secret: str
     session_policy: SessionPolicy
+    keystore: KeyStore | None

@@ -145,6 +145,8 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("POST", "/clients"),
         ("GET", "/clients"),
         ("DELETE", "/clients/{client_id}"),
+        ("GET", "/keys"),
+        ("POST", "/keys/rotate"),
         ("POST", "/auth/logout"),
         ("POST", "/auth/logout-all"),
         ("GET", "/users/me/sessions"),

@@ -63,9 +63,10 @@ async def test_seeded_roles_and_permissions(client: httpx.AsyncClient, admin: He
     assert set(admin_role["permissions"]) == {
         "users:read", "users:write", "users:delete", "roles:read", "roles:write",
         "permissions:read", "permissions:write", "audit:read", "clients:read", "clients:write",
+        "keys:read", "keys:write",
     }  # fmt: skip
     permissions = (await client.get("/permissions", headers=admin)).json()
-    assert permissions["total"] == 10
+    assert permissions["total"] == 12
     assert all(p["builtin"] for p in permissions["items"])
 
 

@@ -87,3 +87,22 @@ async def test_start_up_restores_builtin_permissions(services: AppServices) -> N
     async with services.sessionmaker() as session:
         with pytest.raises(RuntimeError, match="AUTHSVC_DEFAULT_ROLE"):
             await sync_builtin(session, "no-such-role")
+
+
+async def test_concurrent_start_ups_declare_each_permission_once(services: AppServices) -> None:
+    import asyncio
+
+    from sqlalchemy import delete, func, select
+
+    from authsvc.db.models import Permission
+
+    async with services.sessionmaker() as session:
+        await session.execute(delete(Permission).where(Permission.name.startswith("keys:")))
+        await session.commit()
+    async with services.sessionmaker() as first, services.sessionmaker() as second:
+        await asyncio.gather(sync_builtin(first, "user"), sync_builtin(second, "user"))
+    async with services.sessionmaker() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(Permission).where(Permission.name.startswith("keys:"))
+        )
+    assert count == 2

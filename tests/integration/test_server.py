@@ -51,7 +51,8 @@ def test_login_and_verify_with_pyjwt_using_only_the_jwks(tmp_path: Path) -> None
     data = tmp_path / "authsvc-data"
     assert data.stat().st_mode & 0o077 == 0
     assert (data / "authsvc.db").is_file()
-    assert (data / "signing-key-RS256.pem").stat().st_mode & 0o077 == 0
+    (key_file,) = (data / "keys").glob("*-RS256.pem")
+    assert key_file.stat().st_mode & 0o077 == 0
     assert "BEGIN" not in server.log()  # no key material in the log
     assert PASSWORD not in server.log()
 
