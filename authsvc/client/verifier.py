@@ -39,7 +39,11 @@ class TokenVerifier:
         default_cache_seconds: float = 300.0,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        introspect_as: tuple[str, str] | None = None,
     ) -> None:
+        """``introspect_as=(client_id, client_secret)``: after the offline checks, also ask
+        the issuer (RFC 7662) whether the token is still active, so a logout or revocation is
+        seen at once. One request to the issuer per verification."""
         self.issuer = issuer
         self.audience = audience
         self.algorithms = tuple(algorithms)
@@ -52,6 +56,8 @@ class TokenVerifier:
         self._fresh_until = 0.0
         self._last_fetch = float("-inf")
         self._jwks_uri: str | None = None
+        self._introspection_uri: str | None = None
+        self._introspect_as = introspect_as
         self._lock = asyncio.Lock()
         self.fetches = 0  # JWKS downloads so far (observability, tests)
 
@@ -85,7 +91,26 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
+        if self._introspect_as is not None and not await self._active(token):
+            raise InvalidToken("the issuer says the token is no longer active")
         return claims
+
+    async def _active(self, token: str) -> bool:
+        if self._introspection_uri is None:
+            raise InvalidToken("the issuer publishes no introspection endpoint")
+        assert self._introspect_as is not None
+        client = self._http or httpx.AsyncClient(timeout=10)
+        try:
+            response = await client.post(
+                self._introspection_uri, data={"token": token}, auth=self._introspect_as
+            )
+            response.raise_for_status()
+            return response.json().get("active") is True
+        except (httpx.HTTPError, ValueError) as exc:
+            raise InvalidToken(f"introspection failed: {exc!r}") from None
+        finally:
+            if self._http is None:
+                await client.aclose()
 
     async def _key(self, kid: str) -> jwt.PyJWK | None:
         now = self._clock()
@@ -119,6 +144,8 @@ class TokenVerifier:
                 if document.get("issuer") != self.issuer:
                     raise InvalidToken("the metadata names another issuer")
                 self._jwks_uri = str(document["jwks_uri"])
+                endpoint = document.get("introspection_endpoint")
+                self._introspection_uri = str(endpoint) if endpoint else None
             response = await client.get(self._jwks_uri)
             response.raise_for_status()
         except (httpx.HTTPError, ValueError, KeyError) as exc:
