@@ -81,7 +81,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
             headers["WWW-Authenticate"] = 'Basic realm="authsvc"'
         return JSONResponse(body, status_code=exc.http_status, headers=headers)
     if isinstance(exc, Unauthorized):
-        headers["WWW-Authenticate"] = "Bearer"
+        headers["WWW-Authenticate"] = _bearer_challenge(request)
     return error_response(exc.status_code, exc.code, exc.message, headers=headers, **exc.data)
 
 
@@ -104,12 +104,21 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _bearer_challenge(request: Request) -> str:
+    """RFC 6750 §3.1: ``error="invalid_token"`` when a token came and was refused; a bare
+    challenge when none came."""
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return 'Bearer error="invalid_token"'
+    return "Bearer"
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 401 and not (exc.headers or {}).get("WWW-Authenticate"):
         # RFC 6750 §3: a 401 from a bearer-protected route names the scheme.
+        challenge = _bearer_challenge(request)
         exc = StarletteHTTPException(
-            401, exc.detail, headers={**(exc.headers or {}), "WWW-Authenticate": "Bearer"}
+            401, exc.detail, headers={**(exc.headers or {}), "WWW-Authenticate": challenge}
         )
     return await http_exception_handler(request, exc)
 

@@ -209,7 +209,7 @@ async def assert_rejected(client: httpx.AsyncClient, token: str) -> None:
     response = await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401, token
     assert response.json()["detail"] == "Unauthorized"
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
 async def test_good_token_passes(client: httpx.AsyncClient, good_token: str) -> None:

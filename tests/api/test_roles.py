@@ -109,7 +109,7 @@ async def test_guards_401_403_200(
     assert detail(await client.get("/roles"))["code"] == "NOT_AUTHENTICATED"
     bad = await client.get("/roles", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401 and detail(bad)["code"] == "TOKEN_INVALID"
-    assert bad.headers["www-authenticate"] == "Bearer"
+    assert bad.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
     await make_user("plain@example.com")
     plain = await login("plain@example.com")

@@ -62,10 +62,13 @@ async def test_reset_flow(
     assert weak.status_code == 400
     assert weak.json()["detail"]["code"] == "RESET_PASSWORD_INVALID_PASSWORD"
 
+    signed_in = await login("reset@example.com")
     done = await client.post(
         "/auth/reset-password", json={"token": token, "password": NEW_PASSWORD}
     )
     assert done.status_code == 200, done.text
+    # A reset ends every session: the token from before no longer works.
+    assert (await client.get("/users/me", headers=signed_in)).status_code == 401
     await login("reset@example.com", NEW_PASSWORD)
 
     # The token was bound to the old password hash: it cannot be replayed.
