@@ -220,6 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(roles.router, dependencies=limited)
     app.include_router(audit.router, dependencies=limited)
     app.include_router(oauth.router, prefix="/auth", dependencies=limited)
+    app.include_router(oauth.introspection_router, prefix="/auth")
     app.include_router(oauth.clients_router, dependencies=limited)
     app.include_router(keys_routes.router, dependencies=limited)
     return app

@@ -32,6 +32,10 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
 
 async def user_tokens(client: httpx.AsyncClient, make_user: MakeUser) -> dict[str, Any]:
     await make_user("person@example.com")
+    return await sign_in(client)
+
+
+async def sign_in(client: httpx.AsyncClient) -> dict[str, Any]:
     response = await client.post(
         "/auth/token",
         data={"grant_type": "password", "username": "person@example.com", "password": PASSWORD},
@@ -181,7 +185,7 @@ async def test_revocation(client: httpx.AsyncClient, make_user: MakeUser) -> Non
     )
     assert again.status_code == 400
 
-    second = await user_tokens_again(client)
+    second = await sign_in(client)
     by_access = await client.post("/auth/revoke", data={"token": second["access_token"]})
     assert by_access.status_code == 200
     me = await client.get(
@@ -192,15 +196,6 @@ async def test_revocation(client: httpx.AsyncClient, make_user: MakeUser) -> Non
         "/auth/revoke", data={"token": "x"}, headers=basic("svc-unknown", "nope")
     )
     assert wrong.status_code == 401
-
-
-async def user_tokens_again(client: httpx.AsyncClient) -> dict[str, Any]:
-    response = await client.post(
-        "/auth/token",
-        data={"grant_type": "password", "username": "person@example.com", "password": PASSWORD},
-    )
-    tokens: dict[str, Any] = response.json()
-    return tokens
 
 
 async def test_clients_need_permissions_and_cannot_escalate(

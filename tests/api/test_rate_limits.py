@@ -170,9 +170,9 @@ class TestGeneralLimits:
             )
             for path, item in schema["paths"].items()
             for method in item
-            if path not in ("/healthz", "/readyz")
+            if path not in ("/healthz", "/readyz", "/auth/introspect")
         ]
-        assert len(operations) == 42
+        assert len(operations) == 41
         for number, (method, path) in enumerate(operations):
             async with client_at(app, f"192.0.2.{number}") as fresh:
                 answers = [await fresh.request(method, path) for _ in range(5)]

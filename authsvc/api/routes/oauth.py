@@ -25,6 +25,9 @@ from authsvc.services.container import AppServices
 from authsvc.services.sessions import hash_refresh_token
 
 router = APIRouter(tags=["auth"])
+# Not under the per-IP limit: resource servers in introspection mode call it on every request.
+# Only registered clients get an answer, and their 256-bit secrets cannot be guessed.
+introspection_router = APIRouter(tags=["auth"])
 clients_router = APIRouter(tags=["clients"])
 
 _INACTIVE = {"active": False}
@@ -63,7 +66,7 @@ async def _authenticated_client(
     return await clients.authenticate(db, *given)
 
 
-@router.post(
+@introspection_router.post(
     "/introspect",
     summary="Token introspection (RFC 7662), for service clients",
     description="Client authentication by HTTP Basic or `client_id`/`client_secret`. Answers "
