@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     # Rate limits (the "limits" notation: "N/second|minute|hour|day")
     ratelimit_enabled: bool = True
     ratelimit_storage_uri: str = "memory://"
+    ratelimit_fail_open: bool = False
     ratelimit_login_ip: str = "20/minute"
     ratelimit_login_username: str = "10/minute"
     ratelimit_register_ip: str = "10/hour"

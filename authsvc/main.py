@@ -124,7 +124,9 @@ def build_services(settings: Settings) -> AppServices:
             client_id=settings.client_id,
         ),
         limiter=RateLimiter(
-            storage_uri=settings.ratelimit_storage_uri, enabled=settings.ratelimit_enabled
+            storage_uri=settings.ratelimit_storage_uri,
+            enabled=settings.ratelimit_enabled,
+            fail_open=settings.ratelimit_fail_open,
         ),
         rules=RateRules.from_settings(settings),
         token_secret=load_token_secret(settings),

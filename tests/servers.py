@@ -94,6 +94,76 @@ def _as_postgres_user() -> tuple[list[str], int | None, int | None]:
     return ["runuser", "-u", "postgres", "--"], account.pw_uid, account.pw_gid
 
 
+class PostgresInstance:
+    """A throw-away PostgreSQL that a test can stop and start again (same data, same port)."""
+
+    def __init__(self) -> None:
+        names = ("initdb", "postgres", "psql", "pg_ctl")
+        initdb, postgres, psql, pg_ctl = (find_pg_bin(name) for name in names)
+        if not (initdb and postgres and psql and pg_ctl):
+            raise RuntimeError(f"PostgreSQL server binaries not found; {INSTALL_HINT}")
+        self.postgres, self.psql, self.pg_ctl = postgres, psql, pg_ctl
+        self.prefix, uid, gid = _as_postgres_user()
+        self.root = Path(tempfile.mkdtemp(prefix="authsvc-pg-"))
+        self.data, self.log = self.root / "data", self.root / "postgres.log"
+        if uid is not None and gid is not None:
+            os.chown(self.root, uid, gid)
+            self.log.touch()
+            os.chown(self.log, uid, gid)
+        subprocess.run(
+            [*self.prefix, initdb, "-D", str(self.data), "-U", "authsvc", "--auth=trust",
+             "-E", "UTF8", "--no-sync", "--no-instructions"],
+            check=True, capture_output=True, cwd=self.root,
+        )  # fmt: skip
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"postgresql+asyncpg://authsvc@127.0.0.1:{self.port}/authsvc_test"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log_file:
+            self.proc = subprocess.Popen(
+                [*self.prefix, self.postgres, "-D", str(self.data), "-p", str(self.port),
+                 "-h", "127.0.0.1", "-k", str(self.root), "-c", "fsync=off",
+                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 "-c", "max_connections=100"],
+                stdout=log_file, stderr=subprocess.STDOUT, cwd=self.root,
+            )  # fmt: skip
+        _wait(lambda: _ready(self.psql, self.port), self.proc, "PostgreSQL", self.log)
+
+    def create_database(self) -> None:
+        subprocess.run(
+            [self.psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", "authsvc", "-d",
+             "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", "CREATE DATABASE authsvc_test"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """A clean, fast shutdown (so the same data directory starts again)."""
+        if self.proc is None:
+            return
+        subprocess.run(
+            [*self.prefix, self.pg_ctl, "stop", "-D", str(self.data), "-m", "fast", "-w"],
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        stop_process(self.proc)
+        self.proc = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_instance() -> Iterator[PostgresInstance]:
+    instance = PostgresInstance()
+    try:
+        instance.start()
+        instance.create_database()
+        yield instance
+    finally:
+        instance.remove()
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield a SQLAlchemy URL (asyncpg) of a fresh, empty database on a throw-away server."""
@@ -101,40 +171,8 @@ def postgres_server() -> Iterator[str]:
     if override:
         yield override
         return
-    initdb, postgres, psql = (find_pg_bin(name) for name in ("initdb", "postgres", "psql"))
-    if not (initdb and postgres and psql):
-        raise RuntimeError(f"PostgreSQL server binaries not found; {INSTALL_HINT}")
-    prefix, uid, gid = _as_postgres_user()
-    root = Path(tempfile.mkdtemp(prefix="authsvc-pg-"))
-    data, log = root / "data", root / "postgres.log"
-    if uid is not None and gid is not None:
-        os.chown(root, uid, gid)
-    subprocess.run(
-        [*prefix, initdb, "-D", str(data), "-U", "authsvc", "--auth=trust", "-E", "UTF8",
-         "--no-sync", "--no-instructions"],
-        check=True, capture_output=True, cwd=root,
-    )  # fmt: skip
-    port = free_port()
-    with log.open("wb") as log_file:
-        if uid is not None and gid is not None:
-            os.chown(log, uid, gid)
-        proc = subprocess.Popen(
-            [*prefix, postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-             "-k", str(root), "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=100"],
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=root,
-        )  # fmt: skip
-    try:
-        _wait(lambda: _ready(psql, port), proc, "PostgreSQL", log)
-        subprocess.run(
-            [psql, "-h", "127.0.0.1", "-p", str(port), "-U", "authsvc", "-d", "postgres",
-             "-v", "ON_ERROR_STOP=1", "-q", "-c", "CREATE DATABASE authsvc_test"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        yield f"postgresql+asyncpg://authsvc@127.0.0.1:{port}/authsvc_test"
-    finally:
-        stop_process(proc)
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_instance() as instance:
+        yield instance.url
 
 
 def _ready(psql: str, port: int) -> bool:

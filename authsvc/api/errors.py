@@ -10,6 +10,8 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from authsvc.errors import AuthsvcError, OAuthError, RateLimited, Unauthorized
@@ -123,7 +125,41 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
+def _database_unreachable(exc: BaseException) -> bool:
+    """Errors that mean "the database is not there right now", not "we have a bug"."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, OperationalError | InterfaceError | PoolTimeout | ConnectionError):
+            return True
+        if type(seen).__module__.startswith("asyncpg") and "Connection" in type(seen).__name__:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _unavailable(request: Request, exc: BaseException) -> JSONResponse:
+    # An outage, not a bug: say so with a stable code, and let the client retry.
+    log.warning("database unreachable on %s %s: %s", request.method, request.url.path,
+                type(exc).__name__)  # fmt: skip
+    return error_response(
+        503,
+        "DATABASE_UNAVAILABLE",
+        "The database is not reachable; try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if _database_unreachable(exc):
+        return _unavailable(request, exc)
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if _database_unreachable(exc):
+        return _unavailable(request, exc)
     log.error(
         "unhandled error on %s %s: %s",
         request.method,
@@ -137,5 +173,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthsvcError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Handled here (not by the catch-all), so an outage is not re-raised and logged as a crash.
+    for outage in (OperationalError, InterfaceError, PoolTimeout, ConnectionError):
+        app.add_exception_handler(outage, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
