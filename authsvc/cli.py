@@ -24,11 +24,9 @@ log = logging.getLogger("authsvc")
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    from authsvc.main import configure_logging
+
+    configure_logging(settings)
     # Alembic narrates its plugin set-up at INFO; keep the start-up log readable.
     logging.getLogger("alembic").setLevel(
         max(logging.WARNING, logging.getLevelName(settings.log_level))
@@ -104,6 +102,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         proxy_headers=False,
         server_header=False,
         log_level=settings.log_level.lower(),
+        # Workers configure logging themselves (app_factory): JSON with request ids.
+        log_config=None,
     )
     return 0
 

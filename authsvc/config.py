@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     migrate_on_start: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    metrics_token: SecretStr | None = None
 
     # Tokens
     issuer: str = "http://127.0.0.1:8000"

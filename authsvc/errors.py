@@ -84,9 +84,10 @@ class RateLimited(AuthsvcError):
     status_code = 429
     default_code = "RATE_LIMITED"
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
+    def __init__(self, message: str, *, retry_after: int, rule: str = "") -> None:
         super().__init__(message, data={"retry_after": retry_after})
         self.retry_after = retry_after
+        self.rule = rule
 
 
 class ServiceUnavailable(AuthsvcError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from authsvc.notify.base import Notifier
 from authsvc.notify.console import ConsoleNotifier
 from authsvc.notify.outbox import Outbox
 from authsvc.notify.smtp import SmtpNotifier
+from authsvc.observability import JsonFormatter, Metrics, RequestContext
 from authsvc.ratelimit.limiter import RateLimiter
 from authsvc.schemas.users import UserCreate, UserRead, UserUpdate
 from authsvc.security.keys import KeyRing, load_or_create_signing_key
@@ -131,6 +133,7 @@ def build_services(settings: Settings) -> AppServices:
         rules=RateRules.from_settings(settings),
         token_secret=load_token_secret(settings),
         keystore=keystore,
+        metrics=Metrics(),
         session_policy=SessionPolicy(
             idle_seconds=settings.refresh_idle_seconds,
             lifetime_seconds=settings.session_lifetime_seconds,
@@ -182,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=services.metrics)  # outermost: ids on every answer
 
     backend = AuthenticationBackend(
         name="jwt",
@@ -193,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every route but the probes counts against the per-user or per-IP budget.
     limited = [Depends(general_rate_limit)]
     app.include_router(health.probes)
+    app.include_router(health.metrics_router)
     app.include_router(health.keys, dependencies=limited)
     app.include_router(auth.router, prefix="/auth", dependencies=limited)
     app.include_router(
@@ -228,6 +233,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def configure_logging(settings: Settings) -> None:
+    """Root logging for a process: JSON lines (with request ids) or plain text."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # Alembic narrates its plugin set-up at INFO; keep the start-up log readable.
+    logging.getLogger("alembic").setLevel(
+        max(logging.WARNING, logging.getLevelName(settings.log_level))
+    )
+
+
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory authsvc.main:app_factory`` (each worker builds one)."""
-    return create_app(get_settings())
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)

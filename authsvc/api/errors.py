@@ -71,6 +71,9 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
+        services = getattr(request.app.state, "services", None)
+        if services is not None:
+            services.metrics.rate_limited.labels(exc.rule or "unknown").inc()
     if isinstance(exc, OAuthError):
         # RFC 6749 §5.2 body, plus our usual detail; token responses are never cached.
         body = {

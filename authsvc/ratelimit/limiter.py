@@ -64,7 +64,9 @@ class RateLimiter:
             ) from None
         retry_after = max(1, math.ceil(reset_at - time.time()))
         raise RateLimited(
-            f"Too many requests ({rule.item}); retry in {retry_after} s.", retry_after=retry_after
+            f"Too many requests ({rule.item}); retry in {retry_after} s.",
+            retry_after=retry_after,
+            rule=rule.name,
         )
 
     def reset(self) -> None:

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from authsvc.config import Settings
 from authsvc.notify.outbox import Outbox
+from authsvc.observability import Metrics
 from authsvc.ratelimit.limiter import RateLimiter, Rule
 from authsvc.security.keys import KeyRing
 from authsvc.security.keystore import KeyStore
@@ -53,3 +54,4 @@ class AppServices:
     token_secret: str
     session_policy: SessionPolicy
     keystore: KeyStore | None
+    metrics: Metrics

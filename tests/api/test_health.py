@@ -157,6 +157,7 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("GET", "/.well-known/openid-configuration"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("GET", "/metrics"),
     }
     assert set(operations) == expected
     for key, operation in operations.items():

@@ -34,8 +34,14 @@ def _required(name: str, value: str | None, max_length: int) -> str:
 
 
 async def _token_response(
-    services: AppServices, db: SessionDep, user: User, session: Session, refresh_token: str
+    services: AppServices,
+    db: SessionDep,
+    user: User,
+    session: Session,
+    refresh_token: str,
+    grant: str,
 ) -> JSONResponse:
+    services.metrics.tokens.labels(grant).inc()
     grants = await grants_for(db, user)
     issued = services.codec.issue(
         str(user.id),
@@ -95,6 +101,7 @@ async def token(
             client_id=client.id,
             extra={"roles": [], "permissions": client.permissions, "ver": 0},
         )
+        services.metrics.tokens.labels(grant).inc()
         # RFC 6749 §4.4.3: no refresh token for the client credentials grant.
         body = TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
         return JSONResponse(body.model_dump(exclude_none=True), headers=_NO_STORE)
@@ -104,7 +111,7 @@ async def token(
         services.limiter.hit(services.rules.login_ip, ip)
         refreshed = await sessions.rotate(presented)
         return await _token_response(
-            services, db, refreshed.user, refreshed.session, refreshed.refresh_token
+            services, db, refreshed.user, refreshed.session, refreshed.refresh_token, grant
         )
     if grant != "password":
         raise OAuthError("unsupported_grant_type", f"Grant type {grant[:64]!r} is not supported.")
@@ -119,10 +126,12 @@ async def token(
         OAuth2PasswordRequestForm(username=email, password=secret, scope=scope)
     )
     if user is None or not user.is_active:
+        services.metrics.logins.labels("failure").inc()
         # One answer for unknown email, wrong password and inactive account.
         raise OAuthError(
             "invalid_grant", "Incorrect email or password.", code="LOGIN_BAD_CREDENTIALS"
         )
     session, new_refresh = await sessions.start(user, ip, request.headers.get("user-agent"))
     await user_manager.on_after_login(user, request)
-    return await _token_response(services, db, user, session, new_refresh)
+    services.metrics.logins.labels("success").inc()
+    return await _token_response(services, db, user, session, new_refresh, grant)

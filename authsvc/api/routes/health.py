@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
+
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from authsvc.api.deps import ServicesDep
 from authsvc.authz.permissions import BUILTIN_PERMISSIONS
-from authsvc.errors import ServiceUnavailable
+from authsvc.errors import NotFound, ServiceUnavailable, Unauthorized
 
 # Probes answer load balancers and orchestrators, which poll from a few addresses: they are not
 # rate-limited (a 429 would take the service out of rotation). The key set is.
@@ -80,3 +83,25 @@ async def metadata(services: ServicesDep) -> JSONResponse:
         "access_token_signing_alg_values_supported": algorithms,
     }
     return JSONResponse(body, headers={"Cache-Control": "public, max-age=300"})
+
+
+metrics_router = APIRouter(tags=["health"])
+
+
+@metrics_router.get(
+    "/metrics",
+    summary="Prometheus metrics (needs AUTHSVC_METRICS_TOKEN)",
+    description="`Authorization: Bearer <AUTHSVC_METRICS_TOKEN>`. 404 `METRICS_DISABLED` while "
+    "no token is configured. Counters are per worker process. Not rate-limited.",
+    include_in_schema=True,
+)
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    expected = services.settings.metrics_token
+    if expected is None:
+        raise NotFound("Metrics are disabled: set AUTHSVC_METRICS_TOKEN.", code="METRICS_DISABLED")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.get_secret_value().encode()
+    ):
+        raise Unauthorized("The metrics token is missing or wrong.", code="METRICS_TOKEN_INVALID")
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
