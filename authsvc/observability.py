@@ -75,12 +75,28 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope)
             method = scope.get("method", "")
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
             request_id_var.reset(token)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route as a template (``/users/{user_id}``): a bounded metrics label.
+
+    Built from the request path with the path parameters put back, so it holds for routes in
+    included routers too; ``unmatched`` for 404s, whose paths are anybody's to invent.
+    """
+    if scope.get("route") is None:
+        return "unmatched"
+    params: dict[str, Any] = scope.get("path_params") or {}
+    by_value = {str(value): name for name, value in params.items()}
+    segments = [
+        f"{{{by_value[segment]}}}" if segment in by_value else segment
+        for segment in str(scope.get("path", "")).split("/")
+    ]
+    return "/".join(segments)
 
 
 class JsonFormatter(logging.Formatter):

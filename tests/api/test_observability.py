@@ -73,3 +73,16 @@ class TestMetrics:
         )
         assert "authsvc_http_request_duration_seconds_bucket" in text
         assert PASSWORD not in text
+
+    async def test_route_labels_are_templates(
+        self, client: httpx.AsyncClient, admin_headers: dict[str, str], make_user: MakeUser
+    ) -> None:
+        user = await make_user("label@example.com")
+        assert (await client.get(f"/users/{user.id}/roles", headers=admin_headers)).is_success
+        await client.get("/no/such/path/12345")
+        text = (
+            await client.get("/metrics", headers={"Authorization": "Bearer scrape-me-please"})
+        ).text
+        assert 'route="/users/{user_id}/roles",status="200"' in text
+        assert 'route="unmatched",status="404"' in text
+        assert str(user.id) not in text
