@@ -29,6 +29,8 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # AUTHSVC_X= (empty) means "not set", as compose files write optional values.
+        env_ignore_empty=True,
     )
 
     environment: Literal["development", "production"] = "development"

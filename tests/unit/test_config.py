@@ -113,3 +113,10 @@ def test_trusted_proxies_accept_a_json_list(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("AUTHSVC_TRUSTED_PROXIES", "[not json")
     with pytest.raises(ValidationError):
         Settings(_env_file=None)
+
+
+def test_empty_environment_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTHSVC_KEY_ENCRYPTION_KEY", "")
+    monkeypatch.setenv("AUTHSVC_SMTP_USERNAME", "")
+    settings = Settings(_env_file=None)
+    assert settings.key_encryption_key is None and settings.smtp_username is None
