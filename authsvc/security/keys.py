@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -24,6 +25,8 @@ from jose import jwk
 from jose.backends.base import Key
 
 Algorithm = Literal["RS256", "ES256"]
+
+log = logging.getLogger("authsvc.keys")
 
 _THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}
 
@@ -135,9 +138,15 @@ class KeyRing:
         self._by_kid = {key.kid: key for key in self._keys}
 
     def reload(self) -> None:
-        if self._loader is not None:
+        if self._loader is None:
+            return
+        self._next_reload = self._clock() + self._reload_seconds
+        try:
             self._set(self._loader())
-            self._next_reload = self._clock() + self._reload_seconds
+        except (KeyLoadError, OSError, ValueError) as exc:
+            # A bad file dropped in the key folder must not take the service down: keep
+            # signing and verifying with the keys already loaded, and say so.
+            log.error("keeping the loaded signing keys; cannot reload them: %s", exc)
 
     def _fresh(self) -> None:
         if self._loader is not None and self._clock() >= self._next_reload:

@@ -88,3 +88,16 @@ def test_an_empty_store_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "keys").mkdir()
     with pytest.raises(KeyLoadError, match="no signing keys"):
         store(tmp_path, Clock()).load()
+
+
+def test_a_bad_file_in_the_folder_does_not_take_the_ring_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    keystore = store(tmp_path, clock)
+    keystore.ensure()
+    ring = KeyRing(keystore.load(), loader=keystore.load, reload_seconds=0, clock=clock)
+    kid = ring.active.kid
+    (tmp_path / "keys" / "000000000005-ES256.pem").write_text("garbage")
+    assert ring.active.kid == kid  # still serving with what it had
+    assert "cannot reload" in caplog.text
