@@ -58,8 +58,25 @@ class Settings(BaseSettings):
     verify_token_lifetime_seconds: int = Field(default=86_400, ge=60)
     reset_token_lifetime_seconds: int = Field(default=3_600, ge=60)
 
-    # Roles
+    # Roles and policies
     default_role: str = "user"
+    # None: the policies shipped with authsvc (the repository's policies/ folder).
+    policies_dir: Path | None = None
+    # The "trusted networks" of the guardrail policy (context.trusted_network): loopback and
+    # the private ranges unless set.
+    trusted_networks: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network(n)
+            for n in (
+                "127.0.0.0/8",
+                "::1/128",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "fc00::/7",
+            )  # fmt: skip
+        ]
+    )
 
     # Passwords
     password_min_length: int = Field(default=8, ge=1, le=64)
@@ -95,9 +112,9 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     smtp_ca_file: Path | None = None
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "trusted_networks", mode="before")
     @classmethod
-    def _split_proxies(cls, value: object) -> object:
+    def _split_networks(cls, value: object) -> object:
         # Accept "10.0.0.1,10.0.1.0/24" from the environment as well as a JSON list.
         if isinstance(value, str):
             if value.strip().startswith("["):
@@ -163,6 +180,21 @@ class Settings(BaseSettings):
     def database_backend(self) -> str:
         """The database's dialect name, for logs (never the URL: it may hold a password)."""
         return self.resolved_database_url.split(":", 1)[0].split("+", 1)[0]
+
+    @property
+    def resolved_policies_dir(self) -> Path:
+        if self.policies_dir is not None:
+            return self.policies_dir
+        package_dir = Path(__file__).resolve().parent
+        # A wheel carries them inside the package; a source checkout has them at the top.
+        for candidate in (package_dir / "_policies", package_dir.parent / "policies"):
+            if candidate.is_dir():
+                return candidate
+        return package_dir.parent / "policies"  # absent: the start-up check says so
+
+    @property
+    def policy_reload_marker(self) -> Path:
+        return self.data_dir / "policies-reloaded"
 
     @property
     def keys_dir(self) -> Path:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
+import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,10 @@ import authsvc
 from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
 from authsvc.api.errors import document_error_shapes, install_error_handlers
 from authsvc.api.middleware import BodySizeLimit
-from authsvc.api.routes import audit, auth, health, oauth, roles, sessions, users
+from authsvc.api.routes import audit, auth, authz, health, oauth, roles, sessions, users
 from authsvc.api.routes import keys as keys_routes
 from authsvc.api.routes.docs import describe
+from authsvc.authz.cedar import PolicyLoadError
 from authsvc.authz.deps import TOKEN_URL
 from authsvc.config import Settings, get_settings
 from authsvc.db import migrations
@@ -42,6 +46,7 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
 from authsvc.services.authz import sync_builtin
 from authsvc.services.container import AppServices, RateRules
+from authsvc.services.policies import PolicyStore
 from authsvc.services.sessions import SessionPolicy
 from authsvc.services.tokens import AccessTokenStrategy
 
@@ -104,6 +109,7 @@ def build_services(settings: Settings) -> AppServices:
         keystore.ensure(legacy_file=settings.resolved_signing_key_file)
         keys = KeyRing(keystore.load(), loader=keystore.load)
     engine = create_engine(settings.resolved_database_url)
+    metrics = Metrics()
     return AppServices(
         settings=settings,
         engine=engine,
@@ -133,7 +139,11 @@ def build_services(settings: Settings) -> AppServices:
         rules=RateRules.from_settings(settings),
         token_secret=load_token_secret(settings),
         keystore=keystore,
-        metrics=Metrics(),
+        metrics=metrics,
+        # Raises PolicyLoadError (naming file and policy id) on an invalid set: no start.
+        policies=PolicyStore(
+            settings.resolved_policies_dir, settings.policy_reload_marker, metrics
+        ),
         session_policy=SessionPolicy(
             idle_seconds=settings.refresh_idle_seconds,
             lifetime_seconds=settings.session_lifetime_seconds,
@@ -148,6 +158,31 @@ async def start_up(services: AppServices) -> None:
         await sync_builtin(session, services.settings.default_role or None)
 
 
+def _reload_on_sighup(services: AppServices) -> Callable[[], None]:
+    """SIGHUP reloads the policy set (and tells the other workers). Returns the undo."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[Any]] = set()
+
+    async def reload() -> None:
+        with contextlib.suppress(PolicyLoadError):  # logged; the loaded set stays
+            await services.policies.reload()
+
+    def handle() -> None:
+        task = loop.create_task(reload())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, handle)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     services = build_services(settings)
@@ -158,10 +193,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Alembic's env.py runs its own event loop, so it gets a thread of its own.
             await anyio.to_thread.run_sync(migrations.upgrade, settings.resolved_database_url)
         await start_up(services)
+        follower = asyncio.create_task(services.policies.follow(), name="policy-follower")
+        on_hangup = _reload_on_sighup(services)
         log.info("authsvc ready", extra={"issuer": settings.issuer})
         try:
             yield
         finally:
+            on_hangup()
+            follower.cancel()
             await services.notifier.drain(timeout=settings.smtp_timeout_seconds + 5)
             await services.engine.dispose()
 
@@ -230,6 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth.introspection_router, prefix="/auth")
     app.include_router(oauth.clients_router, dependencies=limited)
     app.include_router(keys_routes.router, dependencies=limited)
+    app.include_router(authz.router, prefix="/authz", dependencies=limited)
     return app
 
 

@@ -44,6 +44,14 @@ class Metrics:
             "authsvc_tokens_issued", "Access tokens issued by grant", ["grant"],
             registry=self.registry,
         )  # fmt: skip
+        self.policy_decisions = Counter(
+            "authsvc_policy_decisions", "Cedar policy decisions by outcome and where asked",
+            ["decision", "source"], registry=self.registry,
+        )  # fmt: skip
+        self.policy_reloads = Counter(
+            "authsvc_policy_reloads", "Policy set reloads by outcome", ["outcome"],
+            registry=self.registry,
+        )  # fmt: skip
 
 
 class RequestContext:

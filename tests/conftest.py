@@ -71,6 +71,10 @@ def database_url(
     return url
 
 
+TEST_CLIENT_IP = "203.0.113.10"
+TEST_CLIENT_NETWORK = "203.0.113.0/24"
+
+
 @pytest.fixture(scope="session")
 def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One RSA key for the session: generating one per test would dominate the run time."""
@@ -99,6 +103,9 @@ def settings(
         "signing_key_file": signing_key_file,
         "token_secret": SecretStr(TOKEN_SECRET),
         "bcrypt_rounds": 4,
+        # The in-process client's address (below) plays the office network; the guardrail
+        # tests override this to see destructive actions refused from elsewhere.
+        "trusted_networks": [TEST_CLIENT_NETWORK],
     }
     values.update(settings_overrides)
     return Settings(_env_file=None, **values)
@@ -126,7 +133,7 @@ def services(app: FastAPI) -> AppServices:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 50000))
+    transport = httpx.ASGITransport(app=app, client=(TEST_CLIENT_IP, 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
 

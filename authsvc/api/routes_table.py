@@ -13,6 +13,9 @@ _METHODS = ("get", "post", "put", "patch", "delete")
 
 
 def _guard(operation: dict[str, Any]) -> str:
+    action = operation.get("x-authsvc-policy-action")
+    if action:
+        return f"policy `{action}`"
     requirements = operation.get("security")
     if not requirements:
         return "public"

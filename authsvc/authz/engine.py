@@ -9,8 +9,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from authsvc.authz.permissions import EVERYTHING, grants
+from authsvc.authz.permissions import BUILTIN_PERMISSIONS, EVERYTHING, grants
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     permissions: frozenset[str] = field(default_factory=frozenset)
     session_id: uuid.UUID | None = None
+    is_verified: bool = False
+    # The user's policy attributes (department, ...), for the Cedar principal entity.
+    attributes: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # The token came from a multi-factor login (its "amr" claim says "mfa").
+    mfa: bool = False
 
     @property
     def is_authenticated(self) -> bool:
@@ -82,6 +88,9 @@ class Principal:
     def missing(self, permissions: Iterable[str]) -> list[str]:
         return [p for p in permissions if not self.has(p)]
 
+    def expanded_permissions(self) -> list[str]:
+        return cedar_permissions(self.is_superuser, self.permissions)
+
 
 ANONYMOUS = Principal(user_id=None)
 
@@ -89,3 +98,13 @@ ANONYMOUS = Principal(user_id=None)
 def token_permissions(is_superuser: bool, granted: Iterable[str]) -> list[str]:
     """The ``permissions`` claim: sorted names, or ``["*"]`` for a superuser."""
     return [EVERYTHING] if is_superuser else sorted(set(granted))
+
+
+def cedar_permissions(is_superuser: bool, held: Iterable[str]) -> list[str]:
+    """The ``permissions`` attribute of a Cedar ``User``: authsvc's own permissions with
+    wildcards expanded (a superuser holds all), and other names exactly as granted."""
+    held = set(held)
+    own = {
+        name for name in BUILTIN_PERMISSIONS if is_superuser or any(grants(h, name) for h in held)
+    }
+    return sorted(own | (held - {EVERYTHING}))

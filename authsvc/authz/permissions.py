@@ -28,6 +28,9 @@ BUILTIN_PERMISSIONS: dict[str, str] = {
     "clients:write": "Register and delete service clients.",
     "keys:read": "List the signing keys.",
     "keys:write": "Rotate the signing key.",
+    "authz:check": "Ask for policy decisions about any principal (POST /authz/check).",
+    "policies:read": "See the loaded policy set.",
+    "policies:write": "Reload the policy set.",
 }
 
 

@@ -72,6 +72,8 @@ class User(SQLAlchemyBaseUserTableUUID, Base):
     # Bumped whenever the user's effective permissions may have changed; access tokens carry
     # the value they were issued under, and our guards refuse a token whose value is older.
     authz_version: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # Attributes for the Cedar policies (department, ...), checked against the policy schema.
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
 
 
 role_permissions = Table(

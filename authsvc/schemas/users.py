@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from fastapi_users import schemas
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,6 +17,10 @@ _PRIVILEGED = ("is_active", "is_superuser", "is_verified")
 
 class UserRead(schemas.BaseUser[uuid.UUID]):
     created_at: datetime
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Attributes the policies see (department, ...), set by admins.",
+    )
 
 
 class UserCreate(schemas.BaseUserCreate):
@@ -57,3 +62,13 @@ class AdminUserUpdate(schemas.BaseUserUpdate):
     model_config = ConfigDict(extra="forbid")
 
     password: str | None = Field(default=None, max_length=PASSWORD_FIELD_MAX)
+    current_password: str | None = Field(
+        default=None,
+        max_length=PASSWORD_FIELD_MAX,
+        description="Needed to change your own password when you do not hold `users:write`.",
+    )
+    attributes: dict[str, Any] | None = Field(
+        default=None,
+        description="Replaces the user's policy attributes; checked against the `User` entity "
+        "of the policy schema. Needs `users:write`.",
+    )

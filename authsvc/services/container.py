@@ -15,6 +15,7 @@ from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
+from authsvc.services.policies import PolicyStore
 from authsvc.services.sessions import SessionPolicy
 
 
@@ -55,3 +56,4 @@ class AppServices:
     session_policy: SessionPolicy
     keystore: KeyStore | None
     metrics: Metrics
+    policies: PolicyStore

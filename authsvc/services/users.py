@@ -33,7 +33,7 @@ from authsvc.security.passwords import PasswordHasher
 
 log = logging.getLogger("authsvc.users")
 
-_SELF_READ_ONLY = ("is_active", "is_superuser", "is_verified")
+_SELF_READ_ONLY = ("is_active", "is_superuser", "is_verified", "attributes")
 
 
 class EventLoopHashGuard:

@@ -158,6 +158,10 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
+        ("POST", "/authz/check"),
+        ("POST", "/authz/check/batch"),
+        ("GET", "/authz/policies"),
+        ("POST", "/authz/policies/reload"),
     }
     assert set(operations) == expected
     for key, operation in operations.items():

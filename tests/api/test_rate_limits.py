@@ -172,7 +172,7 @@ class TestGeneralLimits:
             for method in item
             if path not in ("/healthz", "/readyz", "/auth/introspect", "/metrics")
         ]
-        assert len(operations) == 41
+        assert len(operations) == 45
         for number, (method, path) in enumerate(operations):
             async with client_at(app, f"192.0.2.{number}") as fresh:
                 answers = [await fresh.request(method, path) for _ in range(5)]

@@ -21,7 +21,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 # Routes for any signed-in user, about themselves: no permission needed.
 SIGNED_IN = {
     "/users/me", "/users/me/sessions", "/users/me/sessions/{session_id}", "/auth/logout",
-    "/auth/logout-all",
+    "/auth/logout-all", "/authz/check", "/authz/check/batch",
 }  # fmt: skip
 
 
@@ -44,6 +44,8 @@ def test_every_route_is_public_signed_in_or_permission_guarded(app: FastAPI) -> 
             scopes = [s for req in operation.get("security", []) for s in req.values()]
             if path in public:
                 assert not scopes, (method, path)
+            elif operation.get("x-authsvc-policy-action"):
+                assert scopes == [[]], f"{method} {path}: policy routes need a signed-in user"
             elif path not in SIGNED_IN:
                 assert scopes and all(scopes), f"{method} {path} has no permission guard"
 

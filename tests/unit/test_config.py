@@ -41,6 +41,8 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
             assert shown == str(value).lower(), name
         elif isinstance(value, float):
             assert float(shown) == value, name
+        elif isinstance(value, list):
+            assert shown == ",".join(str(v) for v in value), name
         else:
             assert shown == str(value), name
 

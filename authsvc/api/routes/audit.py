@@ -10,7 +10,7 @@ from pydantic import AwareDatetime
 from sqlalchemy import select
 
 from authsvc.api.deps import SessionDep
-from authsvc.authz.deps import require_permissions
+from authsvc.authz.deps import audit_resource, authorize, policy_doc
 from authsvc.db.models import AuditEvent
 from authsvc.db.repositories.roles import page
 from authsvc.schemas.authz import AuditEventRead, AuditPage
@@ -24,7 +24,10 @@ _UNTIL = "Exclusive; ISO 8601 with a UTC offset."
     "/audit",
     response_model=AuditPage,
     summary="The audit trail, newest first",
-    dependencies=[require_permissions("audit:read")],
+    description="403 `POLICY_DENIED` when the policies refuse (action `audit:read`; by "
+    "default: without the `audit:read` permission).",
+    dependencies=[authorize("audit:read", audit_resource)],
+    openapi_extra=policy_doc("audit:read"),
 )
 async def list_events(
     session: SessionDep,

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
-from authsvc.api.deps import ClientIP, SessionDep
-from authsvc.authz.deps import require_permissions
+from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
+from authsvc.authz.deps import (
+    Authorized,
+    authorize,
+    enforce,
+    evaluate,
+    policy_doc,
+    require_permissions,
+    role_resource,
+    role_target,
+)
 from authsvc.authz.engine import Principal
 from authsvc.db.models import Permission, Role, User, user_roles
 from authsvc.db.repositories import roles as repo
@@ -38,6 +48,24 @@ RolesWrite = Annotated[Principal, require_permissions("roles:write")]
 PermsRead = Annotated[Principal, require_permissions("permissions:read")]
 PermsWrite = Annotated[Principal, require_permissions("permissions:write")]
 ROLE_REF = "A role's id or name."
+RoleDeletePolicy = Annotated[Authorized, authorize("roles:delete", role_resource)]
+RoleAssignPolicy = Annotated[Authorized, authorize("roles:assign", role_resource)]
+
+
+async def _may_inherit(
+    session: SessionDep,
+    services: ServicesDep,
+    principal: Principal,
+    ip: str,
+    parents: Iterable[str],
+) -> None:
+    """Inheriting from a role confers it: the policies decide ``roles:assign`` on each new
+    parent (unknown names are left to the service's 404)."""
+    for name in sorted(set(parents)):
+        if await repo.get_role(session, name) is None:
+            continue
+        target = await role_target(session, name)
+        enforce(evaluate(services, principal, "roles:assign", target, ip), "roles:assign")
 
 
 def _service(session: SessionDep, principal: Principal, ip: str) -> AuthzService:
@@ -66,11 +94,18 @@ async def list_roles(
     response_model=RoleRead,
     summary="Create a role",
     description="409 `ROLE_EXISTS` for a taken name; 404 for an unknown parent or permission; "
-    "403 `PERMISSION_DENIED` to confer authsvc permissions the caller lacks.",
+    "403 `PERMISSION_DENIED` to confer authsvc permissions the caller lacks; `POLICY_DENIED` "
+    "when the policies refuse `roles:assign` on a parent (by default: `admin` or a role "
+    "inheriting it, unless a superuser asks).",
 )
 async def create_role(
-    body: RoleCreate, session: SessionDep, principal: RolesWrite, ip: ClientIP
+    body: RoleCreate,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: RolesWrite,
+    ip: ClientIP,
 ) -> RoleRead:
+    await _may_inherit(session, services, principal, ip, body.parents)
     service = _service(session, principal, ip)
     role = await service.create_role(body.name, body.description, body.parents, body.permissions)
     return await _read(service, role)
@@ -88,16 +123,25 @@ async def get_role(role: str, session: SessionDep, principal: RolesRead, ip: Cli
     response_model=RoleRead,
     summary="Rename, describe or re-parent a role",
     description="409 `ROLE_CYCLE` when the parents would form a cycle; `ROLE_PROTECTED` to "
-    "rename `admin` or `user`; `LAST_ADMIN` when no active administrator would remain.",
+    "rename `admin` or `user`; `LAST_ADMIN` when no active administrator would remain. 403 "
+    "`POLICY_DENIED` when the policies refuse `roles:assign` on a new parent.",
 )
 async def update_role(
-    role: str, body: RoleUpdate, session: SessionDep, principal: RolesWrite, ip: ClientIP
+    role: str,
+    body: RoleUpdate,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: RolesWrite,
+    ip: ClientIP,
 ) -> RoleRead:
     service = _service(session, principal, ip)
+    found = await service.role(role)
+    if body.parents is not None:
+        current = await repo.role_parent_names(session, found.id)
+        await _may_inherit(session, services, principal, ip, set(body.parents) - set(current))
     updated = await service.update_role(
-        await service.role(role), name=body.name, description=body.description,
-        parents=body.parents,
-    )  # fmt: skip
+        found, name=body.name, description=body.description, parents=body.parents
+    )
     return await _read(service, updated)
 
 
@@ -107,13 +151,16 @@ async def update_role(
     status_code=204,
     summary="Delete a role",
     description="409 `ROLE_IN_USE` while users hold it, unless `force=true`; "
-    "`ROLE_PROTECTED` for `admin` and `user`.",
+    "`ROLE_PROTECTED` for `admin` and `user`. 403 `POLICY_DENIED` when the policies refuse "
+    "(action `roles:delete`; by default: without `roles:write`, or from outside "
+    "`AUTHSVC_TRUSTED_NETWORKS`).",
+    openapi_extra=policy_doc("roles:delete"),
 )
 async def delete_role(
-    role: str, session: SessionDep, principal: RolesWrite, ip: ClientIP, force: bool = False
+    session: SessionDep, allowed: RoleDeletePolicy, ip: ClientIP, force: bool = False
 ) -> Response:
-    service = _service(session, principal, ip)
-    await service.delete_role(await service.role(role), force=force)
+    service = _service(session, allowed.principal, ip)
+    await service.delete_role(allowed.target.obj, force=force)
     return Response(status_code=204)
 
 
@@ -229,13 +276,16 @@ async def user_roles_list(
     status_code=204,
     summary="Assign a role to a user",
     description="Idempotent. The user's older tokens stop passing authsvc's guards. 403 "
-    "`PERMISSION_DENIED` if the role confers authsvc permissions the caller lacks.",
+    "`PERMISSION_DENIED` if the role confers authsvc permissions the caller lacks; "
+    "`POLICY_DENIED` when the policies refuse (action `roles:assign` on the role; by default: "
+    "without `roles:write`, or `admin` (or a role inheriting it) unless a superuser asks).",
+    openapi_extra=policy_doc("roles:assign"),
 )
 async def assign_role(
-    user_id: uuid.UUID, role: str, session: SessionDep, principal: RolesWrite, ip: ClientIP
+    user_id: uuid.UUID, session: SessionDep, allowed: RoleAssignPolicy, ip: ClientIP
 ) -> Response:
-    service = _service(session, principal, ip)
-    await service.assign(await service.user(user_id), await service.role(role))
+    service = _service(session, allowed.principal, ip)
+    await service.assign(await service.user(user_id), allowed.target.obj)
     return Response(status_code=204)
 
 

@@ -4,26 +4,24 @@ pagination, search, filters, total), read, update, delete. ``/users/me`` stays f
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi_users import exceptions
 
-from authsvc.api.deps import ClientIP, SessionDep, UserManagerDep
-from authsvc.authz.deps import require_permissions
+from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
+from authsvc.authz.deps import Authorized, authorize, policy_doc, require_permissions, user_resource
 from authsvc.authz.engine import Principal
 from authsvc.db.models import User
 from authsvc.db.repositories.users import UserFilter, list_users
-from authsvc.errors import BadRequest
+from authsvc.errors import BadRequest, Forbidden
 from authsvc.schemas.users import AdminUserUpdate, UserPage, UserRead
 from authsvc.services.authz import AuthzService
+from authsvc.services.policies import validate_attributes
 
 router = APIRouter(tags=["users"])
 
 UsersRead = Annotated[Principal, require_permissions("users:read")]
-UsersWrite = Annotated[Principal, require_permissions("users:write")]
-UsersDelete = Annotated[Principal, require_permissions("users:delete")]
 
 
 def _snapshot(user: User) -> dict[str, object]:
@@ -32,6 +30,7 @@ def _snapshot(user: User) -> dict[str, object]:
         "is_active": user.is_active,
         "is_superuser": user.is_superuser,
         "is_verified": user.is_verified,
+        "attributes": dict(user.attributes or {}),
     }
 
 
@@ -57,46 +56,76 @@ async def list_all(
     )
 
 
-@router.get("/{user_id}", response_model=UserRead, summary="Get a user")
-async def get_user(
-    user_id: uuid.UUID, session: SessionDep, principal: UsersRead, ip: ClientIP
-) -> UserRead:
-    return UserRead.model_validate(await AuthzService(session, principal, ip).user(user_id))
+UserReadPolicy = Annotated[Authorized, authorize("users:read", user_resource)]
+UserWritePolicy = Annotated[Authorized, authorize("users:write", user_resource)]
+UserDeletePolicy = Annotated[Authorized, authorize("users:delete", user_resource)]
+_POLICY = (
+    " Decided by the policies in `policies/` (action `{action}`): by default `{action}` "
+    "holders, the user themself (read and update), and department admins for users of "
+    "their own department."
+)
+
+
+@router.get(
+    "/{user_id}",
+    response_model=UserRead,
+    summary="Get a user",
+    description="403 `POLICY_DENIED` (with the deciding policy ids) when the policies refuse."
+    + _POLICY.format(action="users:read"),
+    openapi_extra=policy_doc("users:read"),
+)
+async def get_user(allowed: UserReadPolicy) -> UserRead:
+    return UserRead.model_validate(allowed.target.obj)
 
 
 @router.patch(
     "/{user_id}",
     response_model=UserRead,
     summary="Update a user",
-    description="May set email, password, `is_active`, `is_superuser`, `is_verified`. 403 "
-    "`PERMISSION_DENIED` for an account holding permissions the caller lacks, or for "
-    "`is_superuser` unless the caller is a superuser; 409 `LAST_ADMIN` when no active "
-    "administrator would remain. Recorded in the audit trail.",
+    description="May set email, password, `is_active`, `is_superuser`, `is_verified`, "
+    "`attributes`. 403 `POLICY_DENIED` when the policies refuse; `PERMISSION_DENIED` for an "
+    "account holding permissions the caller lacks, for `is_superuser` unless the caller is a "
+    "superuser, for `attributes` without `users:write`; 422 `USER_FIELD_READ_ONLY` for your "
+    "own flags and `USER_ATTRIBUTES_INVALID` for attributes the policy schema does not "
+    "declare; 409 `LAST_ADMIN` when no active administrator would remain. Recorded in the "
+    "audit trail." + _POLICY.format(action="users:write"),
+    openapi_extra=policy_doc("users:write"),
 )
 async def update_user(
-    user_id: uuid.UUID,
     body: AdminUserUpdate,
     request: Request,
     session: SessionDep,
+    services: ServicesDep,
     user_manager: UserManagerDep,
-    principal: UsersWrite,
+    allowed: UserWritePolicy,
     ip: ClientIP,
 ) -> UserRead:
+    principal, user = allowed.principal, allowed.target.obj
     service = AuthzService(session, principal, ip)
-    user = await service.user(user_id)
+    # The own-profile policy lets anyone edit themself: then only what /users/me allows.
+    own_profile = principal.user_id == user.id and not principal.has("users:write")
+    if body.attributes is not None:
+        if not principal.has("users:write"):
+            raise Forbidden(
+                "Changing attributes needs 'users:write'.",
+                code="PERMISSION_DENIED",
+                data={"missing": ["users:write"]},
+            )
+        validate_attributes(services.policies.bundle, body.attributes)
     before = _snapshot(user)
-    await service.guard_target(user)
+    if not own_profile:
+        await service.guard_target(user)
     superuser_changes = service.check_superuser_flag(body.is_superuser, user)
     await service.guard_admin_change(user, body.is_active, body.is_superuser)
     if superuser_changes:
         # Their tokens say "permissions": ["*"] (or lack it): make them stale either way.
         user.authz_version += 1
-    changes = body.model_dump(exclude_unset=True, exclude={"password"})
+    changes = body.model_dump(exclude_unset=True, exclude={"password", "current_password"})
     after = {**before, **changes, "password_changed": body.password is not None}
     await service.record("user.update", "user", str(user.id), before, after)
     try:
         # Commits the change and the audit event together.
-        updated = await user_manager.update(body, user, safe=False, request=request)
+        updated = await user_manager.update(body, user, safe=own_profile, request=request)
     except exceptions.InvalidPasswordException as exc:
         raise BadRequest(
             str(exc.reason), code="UPDATE_USER_INVALID_PASSWORD", data={"reason": str(exc.reason)}
@@ -112,19 +141,21 @@ async def update_user(
     "/{user_id}",
     status_code=204,
     summary="Delete a user",
-    description="403 `PERMISSION_DENIED` for an account holding permissions the caller lacks; "
-    "409 `LAST_ADMIN` for the last active administrator. Recorded in the audit trail.",
+    description="403 `POLICY_DENIED` when the policies refuse (by default: without "
+    "`users:delete`, or from outside `AUTHSVC_TRUSTED_NETWORKS`); `PERMISSION_DENIED` for an "
+    "account holding permissions the caller lacks; 409 `LAST_ADMIN` for the last active "
+    "administrator. Recorded in the audit trail.",
+    openapi_extra=policy_doc("users:delete"),
 )
 async def delete_user(
-    user_id: uuid.UUID,
     request: Request,
     session: SessionDep,
     user_manager: UserManagerDep,
-    principal: UsersDelete,
+    allowed: UserDeletePolicy,
     ip: ClientIP,
 ) -> Response:
-    service = AuthzService(session, principal, ip)
-    user = await service.user(user_id)
+    user = allowed.target.obj
+    service = AuthzService(session, allowed.principal, ip)
     await service.guard_target(user)
     await service.guard_admin_change(user, is_active=False, is_superuser=None)
     await service.record("user.delete", "user", str(user.id), _snapshot(user), None)

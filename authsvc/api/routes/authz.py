@@ -1,0 +1,301 @@
+"""The decision API (``POST /authz/check``, ``/authz/check/batch``) and the policy set
+(``GET /authz/policies``, ``POST /authz/policies/reload``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import SecurityScopes
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
+from authsvc.authz.cedar import (
+    CedarRequest,
+    Decision,
+    PolicyBundle,
+    PolicyLoadError,
+    RequestInvalid,
+    decide,
+    entity,
+    request_context,
+    uid,
+)
+from authsvc.authz.deps import bearer, get_principal, require_permissions
+from authsvc.authz.engine import Principal, RoleGraph
+from authsvc.authz.permissions import grants
+from authsvc.db.models import OAuthClient, User
+from authsvc.db.repositories import roles as roles_repo
+from authsvc.errors import Forbidden, InvalidInput, Unauthorized
+from authsvc.schemas.policies import (
+    BatchCheckRequest,
+    BatchCheckResult,
+    CheckRequest,
+    CheckResult,
+    EntityRef,
+    PolicyInfo,
+    PolicySetRead,
+)
+from authsvc.security.tokens import InvalidTokenError
+from authsvc.services.authz import grants_for
+from authsvc.services.container import AppServices
+from authsvc.services.policies import (
+    AUDIT_LOG_ID,
+    merge_entities,
+    principal_entities,
+    role_entities,
+    stored_user_entities,
+)
+
+router = APIRouter(tags=["authz"])
+
+OWN_TYPES = frozenset({"User", "Role", "AuditLog"})
+# Context attributes authsvc computes; a caller cannot set them.
+COMPUTED_CONTEXT = frozenset({"trusted_network", "mfa", "now"})
+
+
+@dataclass
+class Caller:
+    """Who asks: a signed-in user (``principal``) or a service client (``client_id``)."""
+
+    principal: Principal | None
+    client_id: str | None
+    may_check_anyone: bool
+
+
+async def get_caller(
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    token: Annotated[str | None, Depends(bearer)],
+) -> Caller:
+    """A user's access token, or a service client's (client_credentials) token."""
+    if token:
+        try:
+            claims = services.codec.verify(token)
+        except InvalidTokenError:
+            claims = None
+        if claims is not None and "sid" not in claims:
+            client = await session.get(OAuthClient, str(claims["sub"]))
+            if client is None:
+                raise Unauthorized("The access token is invalid or expired.", code="TOKEN_INVALID")
+            held = client.permissions or []
+            return Caller(None, client.id, any(grants(p, "authz:check") for p in held))
+    principal = await get_principal(SecurityScopes([]), request, services, session, token)
+    return Caller(principal, None, principal.has("authz:check"))
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def _refuse(message: str, index: int | None = None, **data: Any) -> InvalidInput:
+    if index is not None:
+        message, data = f"checks[{index}]: {message}", {"index": index, **data}
+    return InvalidInput(message, code="AUTHZ_CHECK_INVALID", data=data)
+
+
+@dataclass
+class _Loader:
+    """Loads authsvc's own entities for a batch, each at most once."""
+
+    session: AsyncSession
+    users: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)
+    graph: RoleGraph | None = None
+
+    async def user(self, user_id: str) -> list[dict[str, Any]] | None:
+        if user_id not in self.users:
+            try:
+                found = await self.session.get(User, uuid.UUID(user_id))
+            except ValueError:
+                found = None
+            if found is None:
+                self.users[user_id] = None
+            else:
+                granted = await grants_for(self.session, found)
+                self.users[user_id] = stored_user_entities(
+                    found, granted.roles, granted.permissions
+                )
+        return self.users[user_id]
+
+    async def roles(self, name: str) -> list[dict[str, Any]] | None:
+        if self.graph is None:
+            self.graph = await roles_repo.load_graph(self.session)
+        return role_entities(self.graph, [name]) if name in self.graph.nodes else None
+
+
+async def _principal(
+    check: CheckRequest, caller: Caller, loader: _Loader, index: int | None
+) -> tuple[dict[str, str], list[dict[str, Any]], bool]:
+    """The principal's uid, its entities, and whether its token says MFA."""
+    given = check.principal
+    own = caller.principal
+    if given is None or (own is not None and given.type == "User" and given.id == str(own.user_id)):
+        if own is None:
+            raise _refuse("A service client must name the principal.", index)
+        return uid("User", str(own.user_id)), principal_entities(own), own.mfa
+    if not caller.may_check_anyone:
+        raise Forbidden(
+            "Checking another principal needs 'authz:check'.",
+            code="PERMISSION_DENIED",
+            data={"missing": ["authz:check"]},
+        )
+    if given.type != "User":
+        raise _refuse(f"The principal must be a User, not {given.type!r}.", index)
+    entities = await loader.user(given.id)
+    if entities is None:
+        raise _refuse(f"No user {given.id!r}.", index, entity=given.model_dump())
+    return uid("User", given.id), entities, False
+
+
+async def _resource(
+    check: CheckRequest, loader: _Loader, index: int | None
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    ref = check.resource
+    if ref.type not in OWN_TYPES:
+        parents = [uid(p.type, p.id) for p in ref.parents]
+        return uid(ref.type, ref.id), [entity(ref.type, ref.id, ref.attributes, parents)]
+    if ref.attributes is not None or ref.parents:
+        raise _refuse(f"authsvc supplies the attributes and parents of {ref.type} entities.", index)
+    found: list[dict[str, Any]] | None
+    if ref.type == "User":
+        found = await loader.user(ref.id)
+    elif ref.type == "Role":
+        found = await loader.roles(ref.id)
+    else:
+        found = [entity("AuditLog", AUDIT_LOG_ID)] if ref.id == AUDIT_LOG_ID else None
+    if found is None:
+        raise _refuse(f"No {ref.type} {ref.id!r}.", index, entity=_ref(ref))
+    return uid(ref.type, ref.id), found
+
+
+def _ref(ref: EntityRef) -> dict[str, str]:
+    return {"type": ref.type, "id": ref.id}
+
+
+def _context(
+    check: CheckRequest, services: AppServices, ip: str, mfa: bool, index: int | None
+) -> dict[str, Any]:
+    computed = sorted(COMPUTED_CONTEXT & set(check.context))
+    if computed:
+        raise _refuse(f"authsvc sets {', '.join(computed)} in the context.", index)
+    extra = dict(check.context)
+    address = extra.pop("ip", ip)
+    try:
+        address = str(ipaddress.ip_address(str(address)))
+    except ValueError:
+        raise _refuse(f"context.ip {address!r} is not an IP address.", index) from None
+    return {**extra, **request_context(address, services.settings.trusted_networks, mfa=mfa)}
+
+
+async def _evaluate(
+    check: CheckRequest,
+    caller: Caller,
+    loader: _Loader,
+    services: AppServices,
+    bundle: PolicyBundle,
+    ip: str,
+    index: int | None = None,
+) -> CheckResult:
+    principal, principal_ents, mfa = await _principal(check, caller, loader, index)
+    resource, resource_ents = await _resource(check, loader, index)
+    request = CedarRequest(
+        principal, check.action, resource, _context(check, services, ip, mfa, index)
+    )
+    try:
+        decision = decide(bundle, request, merge_entities(principal_ents, resource_ents))
+    except RequestInvalid as exc:
+        raise _refuse(str(exc), index) from None
+    if principal_ents[0]["attrs"].get("is_active") is False:
+        decision = Decision(False, [], ["the principal's account is deactivated"])
+    services.metrics.policy_decisions.labels(decision.word, "api").inc()
+    return CheckResult(decision=decision.word, reasons=decision.reasons, errors=decision.errors)
+
+
+_CHECK_DOC = (
+    "Answers `decision` (`allow`/`deny`), `reasons` (the deciding policy `@id`s) and `errors`. "
+    "Callers: a signed-in user (principal defaults to themself), or a service client "
+    "(client_credentials token) naming the principal. Checking a principal other than "
+    "yourself needs `authz:check`. 422 `AUTHZ_CHECK_INVALID` for an unknown principal or "
+    "resource, an action or entity type the schema does not declare, or a context that does "
+    "not fit the action."
+)
+
+
+@router.post(
+    "/check", response_model=CheckResult, summary="Ask the policies for a decision",
+    description=_CHECK_DOC,
+)  # fmt: skip
+async def check(
+    body: CheckRequest, caller: CallerDep, services: ServicesDep, session: SessionDep, ip: ClientIP
+) -> CheckResult:
+    bundle = services.policies.bundle  # one set for the whole answer, even across a reload
+    return await _evaluate(body, caller, _Loader(session), services, bundle, ip)
+
+
+@router.post(
+    "/check/batch",
+    response_model=BatchCheckResult,
+    summary="Ask for up to 100 decisions at once",
+    description="Each check as in `POST /authz/check`, all against the same policy set. One "
+    "malformed check refuses the whole batch (422, with its `index`).",
+)
+async def check_batch(
+    body: BatchCheckRequest,
+    caller: CallerDep,
+    services: ServicesDep,
+    session: SessionDep,
+    ip: ClientIP,
+) -> BatchCheckResult:
+    bundle, loader = services.policies.bundle, _Loader(session)
+    results = [
+        await _evaluate(item, caller, loader, services, bundle, ip, index)
+        for index, item in enumerate(body.checks)
+    ]
+    return BatchCheckResult(results=results)
+
+
+def _describe(bundle: PolicyBundle) -> PolicySetRead:
+    return PolicySetRead(
+        digest=bundle.digest,
+        loaded_at=bundle.loaded_at,
+        worker_pid=os.getpid(),
+        policies=[
+            PolicyInfo(id=pid, file=bundle.files[pid], effect=bundle.effects[pid])
+            for pid in bundle.ids
+        ],
+    )
+
+
+@router.get(
+    "/policies",
+    response_model=PolicySetRead,
+    summary="The policy set in force (in the worker that answers)",
+    dependencies=[require_permissions("policies:read")],
+)
+async def read_policies(services: ServicesDep) -> PolicySetRead:
+    return _describe(services.policies.bundle)
+
+
+@router.post(
+    "/policies/reload",
+    response_model=PolicySetRead,
+    summary="Reload the policies from their folder",
+    description="Validates the folder's schema and policies, then swaps them in at once; the "
+    "other workers follow within about a second. 422 `POLICY_INVALID` (with every problem's "
+    "file and policy id) leaves the loaded set in force. SIGHUP to a worker does the same.",
+    dependencies=[require_permissions("policies:write")],
+)
+async def reload_policies(services: ServicesDep) -> PolicySetRead:
+    try:
+        bundle = await services.policies.reload()
+    except PolicyLoadError as exc:
+        raise InvalidInput(
+            "The policies are invalid; the loaded set stays in force.",
+            code="POLICY_INVALID",
+            data={"problems": [p.as_dict() for p in exc.problems]},
+        ) from None
+    return _describe(bundle)

@@ -1,0 +1,296 @@
+"""The policy set a process runs with, and the Cedar entities authsvc builds for a decision.
+
+Loaded once at start (an invalid set stops the start). A reload (``POST
+/authz/policies/reload`` or SIGHUP) parses and validates a new set in a worker thread, then
+swaps one attribute: a request sees the old set or the new one, never a mix. An invalid set is
+refused and the old one stays in force.
+
+Several workers: the worker that reloads writes the new set's digest to a marker file in the
+data directory (``policies-reloaded``); every worker checks that file once a second and, when
+the digest differs from its own, reloads from the policies folder. Workers on several hosts
+need the data directory (like the keys) on shared storage, and the same policy files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from authsvc.authz.cedar import (
+    CedarRequest,
+    PolicyBundle,
+    PolicyLoadError,
+    PolicyProblem,
+    RequestInvalid,
+    check_entities,
+    decide,
+    entity,
+    load_policies,
+    request_context,
+    uid,
+)
+from authsvc.authz.engine import Principal, RoleGraph, cedar_permissions
+from authsvc.db.models import User
+from authsvc.errors import InvalidInput
+from authsvc.observability import Metrics
+
+log = logging.getLogger("authsvc.policies")
+
+# The attributes authsvc fills itself; a user's `attributes` cannot set them.
+RESERVED_ATTRIBUTES = frozenset(
+    {"email", "is_active", "is_superuser", "is_verified", "roles", "permissions"}
+)
+ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTES_BYTES = 4096
+
+# The actions authsvc's own routes ask about, and the resource type of each: the schema must
+# declare them (checked at every load).
+AUTHSVC_ACTIONS = {
+    "users:read": "User",
+    "users:write": "User",
+    "users:delete": "User",
+    "roles:assign": "Role",
+    "roles:delete": "Role",
+    "audit:read": "AuditLog",
+}
+AUDIT_LOG_ID = "audit"
+
+
+def user_entities(
+    *,
+    user_id: uuid.UUID,
+    email: str,
+    is_active: bool,
+    is_superuser: bool,
+    is_verified: bool,
+    roles: Iterable[str],
+    permissions: Iterable[str],
+    attributes: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """A ``User`` entity, and the ``Role`` entities it belongs to."""
+    roles = sorted(set(roles))
+    attrs = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
+    attrs.update(
+        email=email,
+        is_active=is_active,
+        is_superuser=is_superuser,
+        is_verified=is_verified,
+        roles=roles,
+        permissions=cedar_permissions(is_superuser, permissions),
+    )
+    user = entity("User", str(user_id), attrs, [uid("Role", r) for r in roles])
+    return [user, *(entity("Role", r) for r in roles)]
+
+
+def principal_entities(principal: Principal) -> list[dict[str, Any]]:
+    """The caller as a ``User`` entity: roles and permissions from the (fresh) token, the
+    attributes from the user row read by the guard."""
+    assert principal.user_id is not None and principal.email is not None
+    return user_entities(
+        user_id=principal.user_id,
+        email=principal.email,
+        is_active=True,
+        is_superuser=principal.is_superuser,
+        is_verified=principal.is_verified,
+        roles=principal.roles,
+        permissions=principal.permissions,
+        attributes=principal.attributes,
+    )
+
+
+def stored_user_entities(
+    user: User, roles: Iterable[str], permissions: Iterable[str]
+) -> list[dict[str, Any]]:
+    return user_entities(
+        user_id=user.id,
+        email=user.email,
+        is_active=user.is_active,
+        is_superuser=user.is_superuser,
+        is_verified=user.is_verified,
+        roles=roles,
+        permissions=permissions,
+        attributes=user.attributes or {},
+    )
+
+
+def merge_entities(*groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entity per uid: the attributes of the first group that has it (the principal,
+    built from the token, over the same user loaded as a resource), the parents of all (a
+    role the caller holds is also known with its own parent roles)."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for group in groups:
+        for item in group:
+            key = (item["uid"]["type"], item["uid"]["id"])
+            if key not in seen:
+                seen[key] = {**item, "parents": list(item["parents"])}
+                continue
+            parents = seen[key]["parents"]
+            parents.extend(p for p in item["parents"] if p not in parents)
+    return list(seen.values())
+
+
+def role_entities(graph: RoleGraph, names: Iterable[str]) -> list[dict[str, Any]]:
+    """The named roles and every role they inherit from, each with its parents."""
+    wanted: set[str] = set()
+    for name in names:
+        wanted |= graph.ancestors(name) or {name}
+    return [
+        entity(
+            "Role",
+            name,
+            parents=[uid("Role", p) for p in sorted(graph.nodes[name].parents)]
+            if name in graph.nodes
+            else [],
+        )
+        for name in sorted(wanted)
+    ]
+
+
+def _probe_user(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return user_entities(
+        user_id=uuid.UUID(int=0),
+        email="probe@authsvc.invalid",
+        is_active=True,
+        is_superuser=False,
+        is_verified=True,
+        roles=["user"],
+        permissions=[],
+        attributes=attributes,
+    )
+
+
+def verify_bundle(bundle: PolicyBundle) -> None:
+    """Refuse a schema that lacks what authsvc's routes ask about, or a ``User`` shaped
+    differently from what authsvc builds."""
+    probe = _probe_user({})
+    context = request_context("127.0.0.1", [])
+    problems = []
+    for action, resource_type in AUTHSVC_ACTIONS.items():
+        resource = uid(resource_type, "probe") if resource_type != "User" else probe[0]["uid"]
+        extra = [entity(resource_type, "probe")] if resource_type != "User" else []
+        try:
+            decide(bundle, CedarRequest(probe[0]["uid"], action, resource, context), probe + extra)
+        except RequestInvalid as exc:
+            problems.append(
+                PolicyProblem("*.cedarschema", None, f"authsvc needs action {action!r}: {exc}")
+            )
+    if problems:
+        raise PolicyLoadError(problems)
+
+
+def load_verified(directory: Path) -> PolicyBundle:
+    bundle = load_policies(directory)
+    verify_bundle(bundle)
+    return bundle
+
+
+def validate_attributes(bundle: PolicyBundle, attributes: Mapping[str, Any]) -> None:
+    """422 ``USER_ATTRIBUTES_INVALID`` unless ``attributes`` fit the schema's ``User``."""
+
+    def refuse(message: str) -> InvalidInput:
+        return InvalidInput(message, code="USER_ATTRIBUTES_INVALID")
+
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise refuse(f"At most {MAX_ATTRIBUTES} attributes.")
+    if len(json.dumps(attributes)) > MAX_ATTRIBUTES_BYTES:
+        raise refuse(f"Attributes take at most {MAX_ATTRIBUTES_BYTES} bytes as JSON.")
+    for name in attributes:
+        if name in RESERVED_ATTRIBUTES:
+            raise refuse(f"{name!r} is set by authsvc, not through attributes.")
+        if not ATTRIBUTE_NAME.fullmatch(name):
+            raise refuse(f"{name!r} is not an attribute name (lower case letters, digits, _).")
+        if attributes[name] is None:
+            raise refuse(f"{name!r}: leave an attribute out instead of setting it to null.")
+    try:
+        check_entities(bundle, _probe_user(attributes))
+    except ValueError as exc:
+        raise refuse(
+            f"The attributes do not fit the policy schema's User entity: {exc}. Declare a new "
+            "attribute in policies/*.cedarschema first."
+        ) from None
+
+
+class PolicyStore:
+    def __init__(self, directory: Path, marker: Path, metrics: Metrics | None = None) -> None:
+        self.directory = directory
+        self.marker = marker
+        self.metrics = metrics
+        self._bundle = load_verified(directory)  # raises PolicyLoadError: refuse to start
+        self._lock = asyncio.Lock()
+
+    @property
+    def bundle(self) -> PolicyBundle:
+        return self._bundle
+
+    async def reload(self, *, announce: bool = True) -> PolicyBundle:
+        """Load and validate the folder off the event loop, then swap. Raises
+        :class:`PolicyLoadError` and keeps the current set when the folder is invalid."""
+        async with self._lock:
+            try:
+                bundle = await anyio.to_thread.run_sync(load_verified, self.directory)
+            except PolicyLoadError as exc:
+                self._count("refused")
+                log.error("policy reload refused; the loaded set stays in force: %s", exc)
+                raise
+            self._bundle = bundle
+            self._count("loaded")
+            log.info(
+                "policies loaded",
+                extra={"policies": len(bundle.files), "digest": bundle.digest[:12]},
+            )
+            if announce:
+                await anyio.to_thread.run_sync(self._announce, bundle)
+            return bundle
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.policy_reloads.labels(outcome).inc()
+
+    def _announce(self, bundle: PolicyBundle) -> None:
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.marker.with_name(f".{self.marker.name}.{os.getpid()}")
+        scratch.write_text(
+            json.dumps({"digest": bundle.digest, "at": datetime.now(UTC).isoformat()}),
+            encoding="utf-8",
+        )
+        scratch.replace(self.marker)  # atomic: readers see the old file or the new one
+
+    def announced_digest(self) -> str | None:
+        try:
+            digest = json.loads(self.marker.read_text(encoding="utf-8")).get("digest")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return digest if isinstance(digest, str) else None
+
+    async def follow(self, interval: float = 1.0) -> None:
+        """Run for the life of the process: reload when another worker announced a set that
+        differs from ours."""
+        last_failed: str | None = None
+        while True:
+            await asyncio.sleep(interval)
+            digest = await anyio.to_thread.run_sync(self.announced_digest)
+            if digest is None or digest == self._bundle.digest or digest == last_failed:
+                continue
+            try:
+                await self.reload(announce=False)
+            except PolicyLoadError:
+                last_failed = digest
+                continue
+            last_failed = None
+            if self._bundle.digest != digest:
+                log.warning(
+                    "the policy files here differ from the set another worker announced",
+                    extra={"announced": digest[:12], "loaded": self._bundle.digest[:12]},
+                )
+                last_failed = digest
