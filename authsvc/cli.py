@@ -1,4 +1,4 @@
-"""``authsvc serve | migrate | create-admin``.
+"""``authsvc serve | migrate | create-admin | keys | routes | policies``.
 
 ``serve`` does the first-start work (migrations, signing key, token secret) once in the parent
 process, before any worker exists, so several workers never race to create them.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from authsvc.authz.cedar import PolicyBundle, PolicyLoadError
 from authsvc.config import Settings, get_settings
 from authsvc.security.keys import KeyLoadError
 
@@ -69,6 +70,34 @@ def _prepare(settings: Settings) -> None:
         keystore.ensure(legacy_file=settings.resolved_signing_key_file)
         keystore.load()  # refuse to start on an unreadable key
     load_token_secret(settings)
+    _load_policies(settings)  # refuse to start on an invalid set, before any worker
+
+
+def _load_policies(settings: Settings, directory: Path | None = None) -> PolicyBundle:
+    from authsvc.services.policies import load_verified
+
+    return load_verified(directory or settings.resolved_policies_dir)
+
+
+def cmd_policies(settings: Settings, args: argparse.Namespace) -> int:
+    from authsvc.authz.policytests import run_folder
+
+    directory = args.dir or settings.resolved_policies_dir
+    bundle = _load_policies(settings, directory)  # PolicyLoadError: reported by main()
+    if args.action == "check":
+        print(f"{len(bundle.files)} policies valid in {directory} (digest {bundle.digest[:12]})")
+        return 0
+    cases = args.cases or directory / "tests"
+    results = run_folder(bundle, cases)
+    for result in results:
+        mark = "ok  " if result.passed else "FAIL"
+        print(f"{mark} {result.file}: {result.name}: {result.message}")
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed ({cases})")
+    if not results:
+        print(f"error: no test cases in {cases}", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -210,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     routes = sub.add_parser("routes", help="print the route table (Markdown) with permissions")
     routes.set_defaults(func=cmd_routes)
+
+    policies = sub.add_parser(
+        "policies",
+        help="check: validate the policies against the schema; test: run policies/tests/*.json",
+    )
+    policies.add_argument("action", choices=["check", "test"])
+    policies.add_argument(
+        "--dir", type=Path, default=None, help="the policy folder (default: AUTHSVC_POLICIES_DIR)"
+    )
+    policies.add_argument(
+        "--cases", type=Path, default=None, help="the test case folder (default: <dir>/tests)"
+    )
+    policies.set_defaults(func=cmd_policies)
     return parser
 
 
@@ -226,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings)
     try:
         code: int = args.func(settings, args)
-    except KeyLoadError as exc:
+    except (KeyLoadError, PolicyLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return code

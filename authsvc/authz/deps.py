@@ -30,6 +30,7 @@ from authsvc.authz.cedar import (
     uid,
 )
 from authsvc.authz.engine import Principal
+from authsvc.authz.entities import merge_entities, role_entities, user_entities
 from authsvc.authz.permissions import BUILTIN_PERMISSIONS
 from authsvc.db.models import Role, User
 from authsvc.db.repositories import roles as roles_repo
@@ -41,11 +42,8 @@ from authsvc.services.container import AppServices
 from authsvc.services.policies import (
     AUDIT_LOG_ID,
     AUTHSVC_ACTIONS,
-    merge_entities,
     principal_entities,
-    role_entities,
     stored_user_entities,
-    user_entities,
 )
 
 TOKEN_URL = "auth/token"

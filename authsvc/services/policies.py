@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,17 +39,17 @@ from authsvc.authz.cedar import (
     request_context,
     uid,
 )
-from authsvc.authz.engine import Principal, RoleGraph, cedar_permissions
+from authsvc.authz.engine import Principal
+from authsvc.authz.entities import (
+    RESERVED_ATTRIBUTES,
+    user_entities,
+)
 from authsvc.db.models import User
 from authsvc.errors import InvalidInput
 from authsvc.observability import Metrics
 
 log = logging.getLogger("authsvc.policies")
 
-# The attributes authsvc fills itself; a user's `attributes` cannot set them.
-RESERVED_ATTRIBUTES = frozenset(
-    {"email", "is_active", "is_superuser", "is_verified", "roles", "permissions"}
-)
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTES_BYTES = 4096
@@ -65,32 +65,6 @@ AUTHSVC_ACTIONS = {
     "audit:read": "AuditLog",
 }
 AUDIT_LOG_ID = "audit"
-
-
-def user_entities(
-    *,
-    user_id: uuid.UUID,
-    email: str,
-    is_active: bool,
-    is_superuser: bool,
-    is_verified: bool,
-    roles: Iterable[str],
-    permissions: Iterable[str],
-    attributes: Mapping[str, Any],
-) -> list[dict[str, Any]]:
-    """A ``User`` entity, and the ``Role`` entities it belongs to."""
-    roles = sorted(set(roles))
-    attrs = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
-    attrs.update(
-        email=email,
-        is_active=is_active,
-        is_superuser=is_superuser,
-        is_verified=is_verified,
-        roles=roles,
-        permissions=cedar_permissions(is_superuser, permissions),
-    )
-    user = entity("User", str(user_id), attrs, [uid("Role", r) for r in roles])
-    return [user, *(entity("Role", r) for r in roles)]
 
 
 def principal_entities(principal: Principal) -> list[dict[str, Any]]:
@@ -122,39 +96,6 @@ def stored_user_entities(
         permissions=permissions,
         attributes=user.attributes or {},
     )
-
-
-def merge_entities(*groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entity per uid: the attributes of the first group that has it (the principal,
-    built from the token, over the same user loaded as a resource), the parents of all (a
-    role the caller holds is also known with its own parent roles)."""
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for group in groups:
-        for item in group:
-            key = (item["uid"]["type"], item["uid"]["id"])
-            if key not in seen:
-                seen[key] = {**item, "parents": list(item["parents"])}
-                continue
-            parents = seen[key]["parents"]
-            parents.extend(p for p in item["parents"] if p not in parents)
-    return list(seen.values())
-
-
-def role_entities(graph: RoleGraph, names: Iterable[str]) -> list[dict[str, Any]]:
-    """The named roles and every role they inherit from, each with its parents."""
-    wanted: set[str] = set()
-    for name in names:
-        wanted |= graph.ancestors(name) or {name}
-    return [
-        entity(
-            "Role",
-            name,
-            parents=[uid("Role", p) for p in sorted(graph.nodes[name].parents)]
-            if name in graph.nodes
-            else [],
-        )
-        for name in sorted(wanted)
-    ]
 
 
 def _probe_user(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:

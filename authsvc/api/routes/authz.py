@@ -27,6 +27,7 @@ from authsvc.authz.cedar import (
 )
 from authsvc.authz.deps import bearer, get_principal, require_permissions
 from authsvc.authz.engine import Principal, RoleGraph
+from authsvc.authz.entities import merge_entities, role_entities
 from authsvc.authz.permissions import grants
 from authsvc.db.models import OAuthClient, User
 from authsvc.db.repositories import roles as roles_repo
@@ -43,13 +44,7 @@ from authsvc.schemas.policies import (
 from authsvc.security.tokens import InvalidTokenError
 from authsvc.services.authz import grants_for
 from authsvc.services.container import AppServices
-from authsvc.services.policies import (
-    AUDIT_LOG_ID,
-    merge_entities,
-    principal_entities,
-    role_entities,
-    stored_user_entities,
-)
+from authsvc.services.policies import AUDIT_LOG_ID, principal_entities, stored_user_entities
 
 router = APIRouter(tags=["authz"])
 
