@@ -35,7 +35,7 @@ def test_compose_has_the_services_and_wires_them() -> None:
     assert env["AUTHSVC_RATELIMIT_STORAGE_URI"].startswith("redis://redis:")
     nginx_ip = services["nginx"]["networks"]["backend"]["ipv4_address"]
     assert env["AUTHSVC_TRUSTED_PROXIES"] == nginx_ip  # only the proxy may forward addresses
-    assert "keys:/data/keys" in app["volumes"]  # replicas share the signing keys
+    assert "state:/data" in app["volumes"]  # replicas share the keys and the policy marker
 
 
 def test_compose_settings_exist_and_secrets_come_from_the_environment() -> None:
@@ -63,6 +63,8 @@ def test_commands_are_real_cli_commands() -> None:
 def test_dockerfile_final_image() -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert re.search(r"^FROM \S+ AS build$", dockerfile, re.M)
+    # The wheel carries the migrations and the shipped policies (pyproject force-include).
+    assert "COPY alembic ./alembic" in dockerfile and "COPY policies ./policies" in dockerfile
     final = final_stage(dockerfile)
     assert "COPY --from=build /opt/venv /opt/venv" in final
     assert re.search(r"^USER (?!root)\w+$", final, re.M)
