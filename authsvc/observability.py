@@ -48,6 +48,11 @@ class Metrics:
             "authsvc_policy_decisions", "Cedar policy decisions by outcome and where asked",
             ["decision", "source"], registry=self.registry,
         )  # fmt: skip
+        self.policy_latency = Histogram(
+            "authsvc_policy_decision_seconds", "Time to build the entities and decide",
+            ["source"], registry=self.registry,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+        )  # fmt: skip
         self.policy_reloads = Counter(
             "authsvc_policy_reloads", "Policy set reloads by outcome", ["outcome"],
             registry=self.registry,

@@ -11,6 +11,7 @@ is no per-worker cache to invalidate: a logout is seen by all workers at once.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -177,6 +178,7 @@ def evaluate(
     source: str = "route",
 ) -> Decision:
     """Ask the loaded policy set. Fails closed: a request the schema cannot type denies."""
+    started = time.perf_counter()
     context = request_context(ip, services.settings.trusted_networks, mfa=principal.mfa)
     request = CedarRequest(uid("User", str(principal.user_id)), action, target.uid, context)
     entities = merge_entities(principal_entities(principal), target.entities)
@@ -184,6 +186,7 @@ def evaluate(
         decision = decide(services.policies.bundle, request, entities)
     except RequestInvalid as exc:
         decision = Decision(False, [], [str(exc)])
+    services.metrics.policy_latency.labels(source).observe(time.perf_counter() - started)
     services.metrics.policy_decisions.labels(decision.word, source).inc()
     return decision
 

@@ -481,6 +481,7 @@ async def test_reload_adds_another_services_policies_and_a_broken_reload_changes
     metrics = generate_latest(services.metrics.registry).decode()
     assert 'authsvc_policy_reloads_total{outcome="refused"} 1.0' in metrics
     assert 'authsvc_policy_decisions_total{decision="allow",source="api"}' in metrics
+    assert 'authsvc_policy_decision_seconds_count{source="api"}' in metrics
 
 
 async def test_policy_routes_are_guarded(

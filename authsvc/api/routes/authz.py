@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -197,6 +198,7 @@ async def _evaluate(
 ) -> CheckResult:
     principal, principal_ents, mfa = await _principal(check, caller, loader, index)
     resource, resource_ents = await _resource(check, loader, index)
+    started = time.perf_counter()  # the decision, not the database reads before it
     request = CedarRequest(
         principal, check.action, resource, _context(check, services, ip, mfa, index)
     )
@@ -206,6 +208,7 @@ async def _evaluate(
         raise _refuse(str(exc), index) from None
     if principal_ents[0]["attrs"].get("is_active") is False:
         decision = Decision(False, [], ["the principal's account is deactivated"])
+    services.metrics.policy_latency.labels("api").observe(time.perf_counter() - started)
     services.metrics.policy_decisions.labels(decision.word, "api").inc()
     return CheckResult(decision=decision.word, reasons=decision.reasons, errors=decision.errors)
 
