@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from authsvc.errors import AuthsvcError, OAuthError, RateLimited, Unauthorized
+from authsvc.errors import AuthsvcError, OAuthError, RateLimited, ServiceUnavailable, Unauthorized
 
 log = logging.getLogger("authsvc.errors")
 
@@ -74,6 +74,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         services = getattr(request.app.state, "services", None)
         if services is not None:
             services.metrics.rate_limited.labels(exc.rule or "unknown").inc()
+    if isinstance(exc, ServiceUnavailable):
+        headers["Retry-After"] = "5"  # an outage of ours: RFC 9110 §10.2.3
     if isinstance(exc, OAuthError):
         # RFC 6749 §5.2 body, plus our usual detail; token responses are never cached.
         body = {

@@ -248,8 +248,8 @@ def test_redis_outage_under_a_real_server(
                     assert login.status_code == 200, login.text
                     assert jwks.status_code == 200, jwks.text
                 else:
-                    assert_clean_503(login, "RATE_LIMIT_UNAVAILABLE")
-                    assert_clean_503(jwks, "RATE_LIMIT_UNAVAILABLE")
+                    assert_clean_503(login, "RATE_LIMIT_UNAVAILABLE", retry_after="5")
+                    assert_clean_503(jwks, "RATE_LIMIT_UNAVAILABLE", retry_after="5")
         if fail_open:
             # Open means no limit at all while Redis is away: a fifth attempt is not a 429.
             for _ in range(5):
