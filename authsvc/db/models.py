@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -63,7 +64,15 @@ class Base(DeclarativeBase):
 
 class User(SQLAlchemyBaseUserTableUUID, Base):
     # One account per address whatever its case, even under concurrent registrations.
-    __table_args__ = (Index("ix_user_email_lower", text("lower(email)"), unique=True),)
+    __table_args__ = (
+        Index("ix_user_email_lower", text("lower(email)"), unique=True),
+        # PostgreSQL only (migration 0006): lower(email) LIKE 'prefix%' under any collation.
+        Index(
+            "ix_user_email_lower_pattern",
+            func.lower(text("email")).label("email_lower"),
+            postgresql_ops={"email_lower": "text_pattern_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
 
     # fastapi-users owns id, email, hashed_password, is_active, is_superuser, is_verified.
     created_at: Mapped[datetime] = mapped_column(

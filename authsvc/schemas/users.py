@@ -51,9 +51,15 @@ class UserUpdate(schemas.BaseUserUpdate):
 
 class UserPage(BaseModel):
     items: list[UserRead]
-    total: int = Field(description="Users matching the filters, over all pages.")
+    total: int | None = Field(
+        description="Users matching the filters, over all pages, with `include_total=true`; "
+        "`null` otherwise (a full count on every call is slow on large tables)."
+    )
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; `null` on the last page."
+    )
 
 
 class AdminUserUpdate(schemas.BaseUserUpdate):

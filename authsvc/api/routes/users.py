@@ -13,8 +13,8 @@ from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
 from authsvc.authz.deps import Authorized, authorize, policy_doc, require_permissions, user_resource
 from authsvc.authz.engine import Principal
 from authsvc.db.models import User
-from authsvc.db.repositories.users import UserFilter, list_users
-from authsvc.errors import BadRequest, Forbidden
+from authsvc.db.repositories.users import UserCursor, UserFilter, list_users
+from authsvc.errors import BadRequest, Forbidden, InvalidInput
 from authsvc.schemas.users import AdminUserUpdate, UserPage, UserRead
 from authsvc.services.authz import AuthzService
 from authsvc.services.policies import validate_attributes
@@ -34,25 +34,67 @@ def _snapshot(user: User) -> dict[str, object]:
     }
 
 
-@router.get("", response_model=UserPage, summary="List users")
+@router.get(
+    "",
+    response_model=UserPage,
+    summary="List users",
+    description="Oldest first (by `created_at`, then `id`). Page with `cursor`: pass the "
+    "`next_cursor` of a page to get the next one (`null` on the last page); every page costs "
+    "the same however deep it is. `offset` still works for old clients but is slow on large "
+    "tables (the database walks every skipped row) and cannot be combined with `cursor`. "
+    "`total` is counted only with `include_total=true` (a full count of the matching users "
+    "on every call). 422 `USER_CURSOR_INVALID` for a cursor this route did not hand out, "
+    "`USER_CURSOR_WITH_OFFSET` for a cursor with a non-zero offset.",
+)
 async def list_all(
     session: SessionDep,
     principal: UsersRead,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(description="`next_cursor` of the previous page; opaque. Not with `offset`."),
+    ] = None,
+    offset: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=10_000_000,
+            description="For compatibility: slow when deep, use `cursor` instead.",
+        ),
+    ] = 0,
     email_prefix: Annotated[
-        str | None, Query(min_length=1, max_length=320, description="Case-insensitive.")
+        str | None,
+        # No NUL: PostgreSQL text cannot hold one (it would be a 500, not an empty page).
+        Query(min_length=1, max_length=320, pattern="^[^\x00]*$", description="Case-insensitive."),
     ] = None,
     is_active: bool | None = None,
     is_verified: bool | None = None,
+    include_total: Annotated[
+        bool, Query(description="Also count the matching users (slow on large tables).")
+    ] = False,
 ) -> UserPage:
+    after = None
+    if cursor is not None:
+        if offset:
+            raise InvalidInput(
+                "Page with either cursor or offset, not both.", code="USER_CURSOR_WITH_OFFSET"
+            )
+        try:
+            after = UserCursor.decode(cursor)
+        except ValueError:
+            raise InvalidInput(
+                "cursor is not a next_cursor this list handed out.", code="USER_CURSOR_INVALID"
+            ) from None
     filters = UserFilter(email_prefix=email_prefix, is_active=is_active, is_verified=is_verified)
-    users, total = await list_users(session, filters, limit=limit, offset=offset)
+    page = await list_users(
+        session, filters, limit=limit, offset=offset, after=after, count=include_total
+    )
     return UserPage(
-        items=[UserRead.model_validate(user) for user in users],
-        total=total,
+        items=[UserRead.model_validate(user) for user in page.users],
+        total=page.total,
         limit=limit,
         offset=offset,
+        next_cursor=page.next_cursor.encode() if page.next_cursor else None,
     )
 
 
