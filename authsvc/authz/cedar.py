@@ -318,30 +318,6 @@ def decide(
     return _decision(bundle, result)
 
 
-def decide_batch(
-    bundle: PolicyBundle,
-    requests: Sequence[CedarRequest],
-    entities: Sequence[Mapping[str, Any]],
-) -> list[Decision | RequestInvalid]:
-    """Evaluate several requests against one entity set in one call into Cedar."""
-    try:
-        results = cedarpy.is_authorized_batch(
-            [r.as_cedar() for r in requests],
-            bundle.policies,
-            _entities_json(entities),
-            schema=bundle.schema,
-        )
-    except ValueError as exc:
-        return [RequestInvalid(str(exc)) for _ in requests]
-    decisions: list[Decision | RequestInvalid] = []
-    for result in results:
-        try:
-            decisions.append(_decision(bundle, result))
-        except RequestInvalid as exc:
-            decisions.append(exc)
-    return decisions
-
-
 def check_entities(bundle: PolicyBundle, entities: Sequence[Mapping[str, Any]]) -> None:
     """Raise ``ValueError`` unless the entities conform to the schema."""
     cedarpy.Entities.from_json_str(_entities_json(entities), schema=bundle.schema)
