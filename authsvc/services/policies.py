@@ -215,23 +215,24 @@ class PolicyStore:
         return digest if isinstance(digest, str) else None
 
     async def follow(self, interval: float = 1.0) -> None:
-        """Run for the life of the process: reload when another worker announced a set that
-        differs from ours."""
-        last_failed: str | None = None
+        """Run for the life of the process: when the marker announces a set that differs from
+        ours, reload. What the marker said before this process started is not news: the process
+        loaded the files at start."""
+        seen = await anyio.to_thread.run_sync(self.announced_digest)
         while True:
             await asyncio.sleep(interval)
             digest = await anyio.to_thread.run_sync(self.announced_digest)
-            if digest is None or digest == self._bundle.digest or digest == last_failed:
+            if digest is None or digest == seen:
                 continue
+            seen = digest
+            if digest == self._bundle.digest:
+                continue  # our own announcement, or a set we already run
             try:
                 await self.reload(announce=False)
             except PolicyLoadError:
-                last_failed = digest
-                continue
-            last_failed = None
+                continue  # logged; the loaded set stays
             if self._bundle.digest != digest:
                 log.warning(
                     "the policy files here differ from the set another worker announced",
                     extra={"announced": digest[:12], "loaded": self._bundle.digest[:12]},
                 )
-                last_failed = digest
