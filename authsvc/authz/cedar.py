@@ -62,6 +62,9 @@ class PolicyBundle:
     effects: Mapping[str, str]
     digest: str
     loaded_at: datetime
+    # Every role the policies name (``principal in Role::"department_admin"``, ``resource in
+    # Role::"admin"``): holding one is a power of its own, beyond the role's permissions.
+    named_roles: frozenset[str] = frozenset()
 
     @property
     def ids(self) -> list[str]:
@@ -211,7 +214,22 @@ def load_policies(directory: Path) -> PolicyBundle:
         effects={policy_id: policy["effect"] for policy_id, policy in combined.items()},
         digest=digest.hexdigest(),
         loaded_at=datetime.now(UTC),
+        named_roles=frozenset(_named_entities(combined, "Role")),
     )
+
+
+def _named_entities(node: Any, entity_type: str) -> set[str]:
+    """The ids of every ``entity_type`` entity a policy (JSON form) refers to."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if node.get("type") == entity_type and isinstance(node.get("id"), str):
+            found.add(node["id"])
+        for value in node.values():
+            found |= _named_entities(value, entity_type)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _named_entities(value, entity_type)
+    return found
 
 
 # --- entities and requests -----------------------------------------------------------------

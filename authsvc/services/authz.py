@@ -17,14 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.authz.engine import Principal, token_permissions
+from authsvc.authz.engine import Principal, RoleGraph, token_permissions
 from authsvc.authz.permissions import (
     ADMIN_ROLE,
     BUILTIN_PERMISSIONS,
     USER_ROLE,
-    grants,
     is_valid_permission,
 )
+from authsvc.authz.power import NOTHING, Power, lacking, role_power
 from authsvc.db.models import AuditEvent, Permission, Role, User
 from authsvc.db.repositories import roles as repo
 from authsvc.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -91,10 +91,19 @@ def _role_snapshot(role: Role, permissions: list[str], parents: list[str]) -> di
 
 
 class AuthzService:
-    def __init__(self, session: AsyncSession, actor: Principal, client_ip: str | None) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        actor: Principal,
+        client_ip: str | None,
+        named_roles: frozenset[str] | None = None,
+    ) -> None:
         self.session = session
         self.actor = actor
         self.client_ip = client_ip
+        # The roles the loaded policies name (PolicyBundle.named_roles). Not given: every
+        # role counts as named, the strict reading.
+        self.named_roles = named_roles
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -152,7 +161,8 @@ class AuthzService:
         parent_roles = await self._roles(parents)
         granted = [await self.permission(p) for p in dict.fromkeys(permissions)]
         graph = await repo.load_graph(self.session)
-        self.no_escalation([p.name for p in granted], graph.effective(parents))
+        own = Power(frozenset(p.name for p in granted))
+        await self.no_escalation(own | self._role_power(graph, parents), "create this role")
         role = Role(name=name, description=description)
         self.session.add(role)
         await self._flush_unique(f"A role named {name!r} exists.", "ROLE_EXISTS")
@@ -177,6 +187,12 @@ class AuthzService:
         if name is not None and name != role.name:
             if role.name in PROTECTED_ROLES:
                 raise Conflict(f"The {role.name!r} role cannot be renamed.", code="ROLE_PROTECTED")
+            # Holders lose everything the role conferred under its old name and gain what
+            # it confers under the new one (a name the policies use is a power).
+            graph = await repo.load_graph(self.session)
+            held = self._role_power(graph, [role.name])
+            renamed = Power(held.permissions, self._named({name}) | (held.roles - {role.name}))
+            await self.no_escalation(held | renamed, "rename this role")
             role.name = name
             await self._flush_unique(f"A role named {name!r} exists.", "ROLE_EXISTS")
             await self._make_holders_stale(role)  # their tokens name the old role
@@ -189,7 +205,9 @@ class AuthzService:
                     f"Making {parents} parents of {role.name!r} would create a cycle.",
                     code="ROLE_CYCLE",
                 )
-            self.no_escalation(graph.effective(parents))
+            current = await repo.role_parent_names(self.session, role.id)
+            change = self._role_power(graph, current) ^ self._role_power(graph, parents)
+            await self.no_escalation(change, "change the parents of this role")
             await repo.set_parents(self.session, role.id, await self._roles(parents))
             await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
         await self._keep_an_admin(admins_before)
@@ -208,6 +226,8 @@ class AuthzService:
                 code="ROLE_IN_USE",
                 data={"users": holders},
             )
+        graph = await repo.load_graph(self.session)
+        await self.no_escalation(self._role_power(graph, [role.name]), "delete this role")
         admins_before = await self._admins()
         before = _plain(await self.describe_role(role))
         await self._make_holders_stale(role)
@@ -218,7 +238,7 @@ class AuthzService:
 
     async def grant(self, role: Role, name: str) -> None:
         permission = await self.permission(name)
-        self.no_escalation([permission.name])
+        await self.no_escalation(Power(frozenset({permission.name})), "grant this permission")
         if await repo.grant(self.session, role.id, permission.id):
             await self._make_holders_stale(role)
             after = {"permission": permission.name}
@@ -230,6 +250,7 @@ class AuthzService:
             raise Conflict(
                 "The admin role always holds authsvc's own permissions.", code="ROLE_PROTECTED"
             )
+        await self.no_escalation(Power(frozenset({permission.name})), "revoke this permission")
         if await repo.revoke(self.session, role.id, permission.id):
             await self._make_holders_stale(role)
             before = {"permission": permission.name}
@@ -251,13 +272,15 @@ class AuthzService:
 
     async def assign(self, user: User, role: Role) -> None:
         graph = await repo.load_graph(self.session)
-        self.no_escalation(graph.effective([role.name]))
+        await self.no_escalation(self._role_power(graph, [role.name]), "assign this role")
         if await repo.assign(self.session, user.id, role.id):
             await repo.bump_versions(self.session, user_ids=[user.id])
             await self._commit("user.role.assign", "user", str(user.id), None, {"role": role.name})
 
     async def unassign(self, user: User, role: Role) -> None:
         await repo.lock_authz(self.session)
+        graph = await repo.load_graph(self.session)
+        await self.no_escalation(self._role_power(graph, [role.name]), "take this role away")
         admins_before = await self._admins()
         if await repo.unassign(self.session, user.id, role.id):
             await repo.bump_versions(self.session, user_ids=[user.id])
@@ -267,12 +290,20 @@ class AuthzService:
 
     async def guard_target(self, user: User) -> None:
         """Only change or delete an account whose powers the actor holds too: otherwise a
-        ``users:write`` holder could take over an administrator's account."""
+        ``users:write`` holder could take over an administrator's account (or the account
+        of anyone holding another service's permission, or a role the policies name)."""
         if user.is_superuser and not self.actor.is_superuser:
             raise Forbidden(
-                "Only a superuser may change or delete a superuser.", code="PERMISSION_DENIED"
+                "Only a superuser may change or delete a superuser.",
+                code="PERMISSION_DENIED",
+                data={"missing": ["superuser"]},
             )
-        self.no_escalation(await self.effective_permissions(user))
+        await self.no_escalation(await self.user_power(user), "change this account")
+
+    async def user_power(self, user: User) -> Power:
+        graph = await repo.load_graph(self.session)
+        held = self._role_power(graph, await repo.user_role_names(self.session, user.id))
+        return held | Power(superuser=user.is_superuser)
 
     def check_superuser_flag(self, is_superuser: bool | None, user: User) -> bool:
         """Whether the update changes superuser status; only a superuser may do that."""
@@ -286,28 +317,35 @@ class AuthzService:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def no_escalation(self, *permission_sets: Iterable[str]) -> None:
-        """Nobody hands out (or takes over) power over authsvc they do not hold themselves.
+    async def no_escalation(self, power: Power, doing: str) -> None:
+        """The one rule (see ``authz.power``): nobody gives, takes away or takes over a power
+        they do not hold themselves. 403 ``PERMISSION_DENIED`` naming what is missing."""
+        declared: frozenset[str] = frozenset(BUILTIN_PERMISSIONS)
+        if any(p.endswith(":*") for p in power.permissions):
+            declared |= frozenset(await self.session.scalars(select(Permission.name)))
+        missing = lacking(self.actor, power, declared)
+        if missing:
+            raise Forbidden(
+                f"You cannot {doing}: it needs {missing[0]!r}, which you do not hold.",
+                code="PERMISSION_DENIED",
+                data={"missing": missing},
+            )
 
-        Permissions of other services (``orders:refund``) are any role manager's to give.
-        """
-        for permissions in permission_sets:
-            lacking = sorted(p for p in permissions if not self._may_confer(p))
-            if lacking:
-                raise Forbidden(
-                    f"You cannot confer {lacking[0]!r}: you do not hold it yourself.",
-                    code="PERMISSION_DENIED",
-                    data={"missing": lacking},
-                )
+    def _named(self, roles: Iterable[str]) -> frozenset[str]:
+        roles = frozenset(roles)
+        return roles if self.named_roles is None else roles & self.named_roles
+
+    def _role_power(self, graph: RoleGraph, roles: Iterable[str]) -> Power:
+        roles = list(roles)
+        if not roles:
+            return NOTHING
+        named = self._named(graph.effective_roles(roles))
+        return role_power(graph, roles, named)
 
     async def _make_holders_stale(self, role: Role) -> None:
         """Everyone holding ``role``, directly or through a role inheriting from it."""
         graph = await repo.load_graph(self.session)
         await repo.bump_versions(self.session, role_names=graph.descendants(role.name))
-
-    def _may_confer(self, permission: str) -> bool:
-        covered = [p for p in BUILTIN_PERMISSIONS if grants(permission, p)]
-        return all(self.actor.has(p) for p in covered)
 
     async def _roles(self, names: list[str]) -> list[Role]:
         found = await repo.get_roles_by_name(self.session, names)

@@ -60,6 +60,7 @@ AUTHSVC_ACTIONS = {
     "users:read": "User",
     "users:write": "User",
     "users:delete": "User",
+    "users:set-attributes": "User",
     "roles:assign": "Role",
     "roles:delete": "Role",
     "audit:read": "AuditLog",

@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from authsvc.db.models import Role, User
 from authsvc.db.repositories import roles as repo
 from authsvc.services.container import AppServices
-from tests.conftest import Login, MakeUser
+from tests.conftest import PASSWORD, Login, MakeUser
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 GUARDRAIL = "guardrail.destructive-only-from-trusted-networks"
@@ -86,7 +86,9 @@ async def test_users_read_and_update_their_own_profile_only(
     own = await client.get(f"/users/{alice.id}", headers=headers)
     assert own.status_code == 200 and own.json()["attributes"] == {"department": "sales"}
     renamed = await client.patch(
-        f"/users/{alice.id}", headers=headers, json={"email": "alice2@example.com"}
+        f"/users/{alice.id}",
+        headers=headers,
+        json={"email": "alice2@example.com", "current_password": PASSWORD},
     )
     assert renamed.status_code == 200 and renamed.json()["email"] == "alice2@example.com"
 
@@ -103,7 +105,7 @@ async def test_users_read_and_update_their_own_profile_only(
     for body, code in [
         ({"is_verified": False}, "USER_FIELD_READ_ONLY"),
         ({"is_active": False}, "USER_FIELD_READ_ONLY"),
-        ({"attributes": {"department": "board"}}, "PERMISSION_DENIED"),
+        ({"attributes": {"department": "board"}}, "POLICY_DENIED"),
         ({"password": "a brand new passphrase"}, "CURRENT_PASSWORD_INVALID"),
     ]:
         refused = await client.patch(f"/users/{alice.id}", headers=headers, json=body)
@@ -141,11 +143,12 @@ async def test_department_admins_manage_their_department_and_never_a_superuser(
         )
         assert refused.status_code == 403, target.email
         assert detail(refused)["code"] == "POLICY_DENIED"
-    # Moving people between departments is for users:write holders.
+    # Moving people between departments is for users:write holders: the policies decide
+    # users:set-attributes, and grant it no department admin.
     moved = await client.patch(
         f"/users/{colleague.id}", headers=headers, json={"attributes": {"department": "x"}}
     )
-    assert moved.status_code == 403 and detail(moved)["code"] == "PERMISSION_DENIED"
+    assert moved.status_code == 403 and detail(moved)["code"] == "POLICY_DENIED"
     deleted = await client.delete(f"/users/{colleague.id}", headers=headers)
     assert deleted.status_code == 403 and detail(deleted)["policies"] == []
     # The department lives in the user row: a move takes effect on the next request.

@@ -332,8 +332,10 @@ async def test_unknown_things_are_404(client: httpx.AsyncClient, admin: Headers)
 
 
 async def test_declare_permissions_for_other_services(
-    client: httpx.AsyncClient, admin: Headers
+    client: httpx.AsyncClient, admin: Headers, make_user: MakeUser, login: Login
 ) -> None:
+    await make_user("root@example.com", is_superuser=True)
+    root = await login("root@example.com")
     created = await client.post(
         "/permissions", headers=admin, json={"name": "orders:refund", "description": "Refunds"}
     )
@@ -346,7 +348,11 @@ async def test_declare_permissions_for_other_services(
         assert response.status_code == 422, bad
     orders = (await client.get("/permissions?resource=orders", headers=admin)).json()
     assert [p["name"] for p in orders["items"]] == ["orders:refund"]
-    granted = await client.put("/roles/user/permissions/orders:refund", headers=admin)
+    # Giving another service's permission needs holding it (issue 11): the admin role holds
+    # authsvc's permissions only; a superuser holds everything.
+    refused = await client.put("/roles/user/permissions/orders:refund", headers=admin)
+    assert refused.status_code == 403 and detail(refused)["missing"] == ["orders:refund"]
+    granted = await client.put("/roles/user/permissions/orders:refund", headers=root)
     assert granted.status_code == 204
     assert (await client.get("/roles/user", headers=admin)).json()["permissions"] == [
         "orders:refund"
@@ -385,7 +391,11 @@ async def test_the_last_admin_keeps_the_admin_role(
     client: httpx.AsyncClient, services: AppServices, manager: Headers, admin: Headers
 ) -> None:
     admin_id = await _id_of(services, "roleadmin@example.com")
+    # Taking the admin role away needs what giving it needs (issue 11, item 3)...
     response = await client.delete(f"/users/{admin_id}/roles/admin", headers=manager)
+    assert response.status_code == 403 and detail(response)["code"] == "PERMISSION_DENIED"
+    # ... and even the administrator may not leave the service without one.
+    response = await client.delete(f"/users/{admin_id}/roles/admin", headers=admin)
     assert response.status_code == 409 and detail(response)["code"] == "LAST_ADMIN"
     # The manager may not touch the admin's account at all (it lacks the admin's powers)...
     takeover = await client.patch(f"/users/{admin_id}", headers=manager, json={"is_active": False})
@@ -459,11 +469,11 @@ async def test_no_escalation_beyond_ones_own_permissions(
         response = await client.request(method, path, headers=headers, json=body)
         assert response.status_code == 403, (method, path, response.text)
         assert detail(response)["code"] == code, (method, path)
-    # What it does hold, and other services' permissions, it may give.
+    # Another service's permission is a power too: only its holders give it (issue 11)...
     await client.post("/permissions", headers=admin, json={"name": "orders:refund"})
-    assert (
-        await client.put("/roles/user/permissions/orders:refund", headers=headers)
-    ).status_code == 204
+    refused = await client.put("/roles/user/permissions/orders:refund", headers=headers)
+    assert refused.status_code == 403 and detail(refused)["missing"] == ["orders:refund"]
+    # ... and what it does hold, it may give.
     assert (
         await client.put("/roles/user/permissions/users:write", headers=headers)
     ).status_code == 204
@@ -474,15 +484,15 @@ async def test_concurrent_removals_leave_one_admin(
     client: httpx.AsyncClient,
     make_user: MakeUser,
     assign: Assign,
-    manager: Headers,
+    admin: Headers,
     services: AppServices,
 ) -> None:
     second = await make_user("second-admin@example.com")
     await assign(second, "admin")
     first_id = await _id_of(services, "roleadmin@example.com")
     responses = await asyncio.gather(
-        client.delete(f"/users/{first_id}/roles/admin", headers=manager),
-        client.delete(f"/users/{second.id}/roles/admin", headers=manager),
+        client.delete(f"/users/{first_id}/roles/admin", headers=admin),
+        client.delete(f"/users/{second.id}/roles/admin", headers=admin),
     )
     assert sorted(r.status_code for r in responses) == [204, 409]
     async with services.sessionmaker() as session:

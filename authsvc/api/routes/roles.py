@@ -38,6 +38,7 @@ from authsvc.schemas.authz import (
     UserRoles,
 )
 from authsvc.services.authz import AuthzService
+from authsvc.services.container import AppServices
 
 router = APIRouter()
 
@@ -68,8 +69,12 @@ async def _may_inherit(
         enforce(evaluate(services, principal, "roles:assign", target, ip), "roles:assign")
 
 
-def _service(session: SessionDep, principal: Principal, ip: str) -> AuthzService:
-    return AuthzService(session, principal, ip)
+def _service(
+    session: SessionDep, principal: Principal, ip: str, services: AppServices | None = None
+) -> AuthzService:
+    """Mutations pass ``services``: the loaded policies say which roles are powers."""
+    named = services.policies.bundle.named_roles if services is not None else None
+    return AuthzService(session, principal, ip, named)
 
 
 async def _read(service: AuthzService, role: Role) -> RoleRead:
@@ -106,7 +111,7 @@ async def create_role(
     ip: ClientIP,
 ) -> RoleRead:
     await _may_inherit(session, services, principal, ip, body.parents)
-    service = _service(session, principal, ip)
+    service = _service(session, principal, ip, services)
     role = await service.create_role(body.name, body.description, body.parents, body.permissions)
     return await _read(service, role)
 
@@ -134,7 +139,7 @@ async def update_role(
     principal: RolesWrite,
     ip: ClientIP,
 ) -> RoleRead:
-    service = _service(session, principal, ip)
+    service = _service(session, principal, ip, services)
     found = await service.role(role)
     if body.parents is not None:
         current = await repo.role_parent_names(session, found.id)
@@ -157,9 +162,13 @@ async def update_role(
     openapi_extra=policy_doc("roles:delete"),
 )
 async def delete_role(
-    session: SessionDep, allowed: RoleDeletePolicy, ip: ClientIP, force: bool = False
+    session: SessionDep,
+    services: ServicesDep,
+    allowed: RoleDeletePolicy,
+    ip: ClientIP,
+    force: bool = False,
 ) -> Response:
-    service = _service(session, allowed.principal, ip)
+    service = _service(session, allowed.principal, ip, services)
     await service.delete_role(allowed.target.obj, force=force)
     return Response(status_code=204)
 
@@ -173,9 +182,14 @@ async def delete_role(
     "`PERMISSION_DENIED` to confer one of authsvc's permissions the caller lacks.",
 )
 async def grant(
-    role: str, permission: str, session: SessionDep, principal: RolesWrite, ip: ClientIP
+    role: str,
+    permission: str,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: RolesWrite,
+    ip: ClientIP,
 ) -> Response:
-    service = _service(session, principal, ip)
+    service = _service(session, principal, ip, services)
     await service.grant(await service.role(role), permission)
     return Response(status_code=204)
 
@@ -188,9 +202,14 @@ async def grant(
     description="Idempotent.",
 )
 async def revoke(
-    role: str, permission: str, session: SessionDep, principal: RolesWrite, ip: ClientIP
+    role: str,
+    permission: str,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: RolesWrite,
+    ip: ClientIP,
 ) -> Response:
-    service = _service(session, principal, ip)
+    service = _service(session, principal, ip, services)
     await service.revoke(await service.role(role), permission)
     return Response(status_code=204)
 
@@ -282,9 +301,13 @@ async def user_roles_list(
     openapi_extra=policy_doc("roles:assign"),
 )
 async def assign_role(
-    user_id: uuid.UUID, session: SessionDep, allowed: RoleAssignPolicy, ip: ClientIP
+    user_id: uuid.UUID,
+    session: SessionDep,
+    services: ServicesDep,
+    allowed: RoleAssignPolicy,
+    ip: ClientIP,
 ) -> Response:
-    service = _service(session, allowed.principal, ip)
+    service = _service(session, allowed.principal, ip, services)
     await service.assign(await service.user(user_id), allowed.target.obj)
     return Response(status_code=204)
 
@@ -297,9 +320,14 @@ async def assign_role(
     description="Idempotent. 409 `LAST_ADMIN` when no active administrator would remain.",
 )
 async def unassign_role(
-    user_id: uuid.UUID, role: str, session: SessionDep, principal: RolesWrite, ip: ClientIP
+    user_id: uuid.UUID,
+    role: str,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: RolesWrite,
+    ip: ClientIP,
 ) -> Response:
-    service = _service(session, principal, ip)
+    service = _service(session, principal, ip, services)
     await service.unassign(await service.user(user_id), await service.role(role))
     return Response(status_code=204)
 

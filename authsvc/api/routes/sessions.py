@@ -109,7 +109,7 @@ async def end_user_sessions(
     principal: Annotated[Principal, require_permissions("users:write")],
     ip: ClientIP,
 ) -> Response:
-    service = AuthzService(db, principal, ip)
+    service = AuthzService(db, principal, ip, services.policies.bundle.named_roles)
     user = await service.user(user_id)
     await service.guard_target(user)
     ended = await repo.revoke_all(db, user.id, "admin")

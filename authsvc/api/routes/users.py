@@ -4,19 +4,28 @@ pagination, search, filters, total), read, update, delete. ``/users/me`` stays f
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi_users import exceptions
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
-from authsvc.authz.deps import Authorized, authorize, policy_doc, require_permissions, user_resource
+from authsvc.authz.deps import (
+    Authorized,
+    authorize,
+    enforce,
+    evaluate,
+    policy_doc,
+    require_permissions,
+    user_resource,
+)
 from authsvc.authz.engine import Principal
 from authsvc.db.models import User
 from authsvc.db.repositories.users import UserCursor, UserFilter, list_users
-from authsvc.errors import BadRequest, Forbidden, InvalidInput
+from authsvc.errors import BadRequest, InvalidInput
 from authsvc.schemas.users import AdminUserUpdate, UserPage, UserRead
 from authsvc.services.authz import AuthzService
+from authsvc.services.container import AppServices
 from authsvc.services.policies import validate_attributes
 
 router = APIRouter(tags=["users"])
@@ -98,6 +107,39 @@ async def list_all(
     )
 
 
+def _may_set_attributes(
+    services: AppServices, allowed: Authorized, attributes: dict[str, Any] | None, ip: str
+) -> None:
+    """Attributes are powers (policies read them): 422 for a malformed set, then the policies
+    decide ``users:set-attributes`` on the target, naming the attributes that change."""
+    if attributes is None:
+        raise InvalidInput(
+            "attributes must be an object; send {} to remove them all.",
+            code="USER_ATTRIBUTES_INVALID",
+        )
+    validate_attributes(services.policies.bundle, attributes)
+    current = allowed.target.obj.attributes or {}
+    changed = sorted(
+        name
+        for name in set(current) | set(attributes)
+        if current.get(name, _ABSENT) != attributes.get(name, _ABSENT)
+    )
+    if not changed:
+        return
+    action = "users:set-attributes"
+    decision = evaluate(
+        services,
+        allowed.principal,
+        action,
+        allowed.target,
+        ip,
+        extra_context={"attributes": changed},
+    )
+    enforce(decision, action)
+
+
+_ABSENT = object()
+
 UserReadPolicy = Annotated[Authorized, authorize("users:read", user_resource)]
 UserWritePolicy = Annotated[Authorized, authorize("users:write", user_resource)]
 UserDeletePolicy = Annotated[Authorized, authorize("users:delete", user_resource)]
@@ -125,12 +167,15 @@ async def get_user(allowed: UserReadPolicy) -> UserRead:
     response_model=UserRead,
     summary="Update a user",
     description="May set email, password, `is_active`, `is_superuser`, `is_verified`, "
-    "`attributes`. 403 `POLICY_DENIED` when the policies refuse; `PERMISSION_DENIED` for an "
-    "account holding permissions the caller lacks, for `is_superuser` unless the caller is a "
-    "superuser, for `attributes` without `users:write`; 422 `USER_FIELD_READ_ONLY` for your "
-    "own flags and `USER_ATTRIBUTES_INVALID` for attributes the policy schema does not "
-    "declare; 409 `LAST_ADMIN` when no active administrator would remain. Recorded in the "
-    "audit trail." + _POLICY.format(action="users:write"),
+    "`attributes`. 403 `POLICY_DENIED` when the policies refuse the update, or refuse "
+    "`users:set-attributes` for a change of `attributes` (by default only superusers, and "
+    "`users:write` holders on other accounts); `PERMISSION_DENIED` (with `missing`) for an "
+    "account holding a power the caller lacks (a permission, any service's; a role the "
+    "policies name; superuser status), for `is_superuser` unless the caller is a superuser; "
+    "422 `USER_FIELD_READ_ONLY` for your own flags and `USER_ATTRIBUTES_INVALID` for "
+    "`attributes: null` or attributes the policy schema does not declare; 409 `LAST_ADMIN` "
+    "when no active administrator would remain. Recorded in the audit trail."
+    + _POLICY.format(action="users:write"),
     openapi_extra=policy_doc("users:write"),
 )
 async def update_user(
@@ -143,17 +188,11 @@ async def update_user(
     ip: ClientIP,
 ) -> UserRead:
     principal, user = allowed.principal, allowed.target.obj
-    service = AuthzService(session, principal, ip)
+    service = AuthzService(session, principal, ip, services.policies.bundle.named_roles)
     # The own-profile policy lets anyone edit themself: then only what /users/me allows.
     own_profile = principal.user_id == user.id and not principal.has("users:write")
-    if body.attributes is not None:
-        if not principal.has("users:write"):
-            raise Forbidden(
-                "Changing attributes needs 'users:write'.",
-                code="PERMISSION_DENIED",
-                data={"missing": ["users:write"]},
-            )
-        validate_attributes(services.policies.bundle, body.attributes)
+    if "attributes" in body.model_fields_set:
+        _may_set_attributes(services, allowed, body.attributes, ip)
     before = _snapshot(user)
     if not own_profile:
         await service.guard_target(user)
@@ -192,12 +231,13 @@ async def update_user(
 async def delete_user(
     request: Request,
     session: SessionDep,
+    services: ServicesDep,
     user_manager: UserManagerDep,
     allowed: UserDeletePolicy,
     ip: ClientIP,
 ) -> Response:
     user = allowed.target.obj
-    service = AuthzService(session, allowed.principal, ip)
+    service = AuthzService(session, allowed.principal, ip, services.policies.bundle.named_roles)
     await service.guard_target(user)
     await service.guard_admin_change(user, is_active=False, is_superuser=None)
     await service.record("user.delete", "user", str(user.id), _snapshot(user), None)
