@@ -70,7 +70,7 @@ STEP = timedelta(minutes=1)
 SELECTIVE, BROAD, NOBODY = "user00001", "user05", "zz"
 COLUMNS = (
     "id", "email", "hashed_password", "is_active", "is_superuser", "is_verified", "created_at",
-    "authz_version", "attributes",
+    "authz_version", "attributes", "email_key",
 )  # fmt: skip
 Step = Callable[[], Awaitable[object]]
 
@@ -97,7 +97,7 @@ class Population:
         for i in range(start, stop):
             yield (
                 uuid.uuid4(), self.email(i), hashed, i % 50 != 0, False, i % 10 != 0,
-                BASE + i * STEP, 0, "{}",
+                BASE + i * STEP, 0, "{}", self.email(i),  # ASCII lowercase: its own key
             )  # fmt: skip
 
 

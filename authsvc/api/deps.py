@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi_users_db_sqlalchemy import SQLAlchemyUserDatabase
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.db.models import User
+from authsvc.db.repositories.users import UserDatabase
 from authsvc.ratelimit.keys import client_ip
 from authsvc.ratelimit.limiter import Rule
 from authsvc.security.tokens import InvalidTokenError
@@ -34,11 +34,11 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def get_user_manager(
-    services: ServicesDep, session: SessionDep
+    services: ServicesDep, session: SessionDep, request: Request
 ) -> AsyncIterator[UserManager]:
     settings = services.settings
     yield UserManager(
-        SQLAlchemyUserDatabase(session, User),
+        UserDatabase(session, User),
         hasher=services.hasher,
         policy=services.policy,
         notifier=services.notifier,
@@ -48,6 +48,7 @@ async def get_user_manager(
         public_url=settings.public_url,
         session=session,
         default_role=settings.default_role or None,
+        client_ip=get_client_ip(request, services),  # for the audit trail
     )
 
 

@@ -22,8 +22,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 from sqlalchemy.types import TypeDecorator
+
+from authsvc.security.identifiers import normalize_email
 
 # Deterministic constraint names, so migrations can refer to them on every engine.
 NAMING_CONVENTION = {
@@ -72,6 +74,8 @@ class User(SQLAlchemyBaseUserTableUUID, Base):
             func.lower(text("email")).label("email_lower"),
             postgresql_ops={"email_lower": "text_pattern_ops"},
         ).ddl_if(dialect="postgresql"),
+        # One account per address whatever its spelling (migration 0008): see email_key.
+        Index("ix_user_email_key", "email_key", unique=True),
     )
 
     # fastapi-users owns id, email, hashed_password, is_active, is_superuser, is_verified.
@@ -83,6 +87,14 @@ class User(SQLAlchemyBaseUserTableUUID, Base):
     authz_version: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     # Attributes for the Cedar policies (department, ...), checked against the policy schema.
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    # normalize_email(email): what the login limit, the lookup and uniqueness compare. Kept in
+    # step by the validator below; a bulk UPDATE of email must set it too (see replace_email).
+    email_key: Mapped[str] = mapped_column(String(1024), nullable=False)
+
+    @validates("email")
+    def _keep_email_key(self, _key: str, value: str) -> str:
+        self.email_key = normalize_email(value)
+        return value
 
 
 role_permissions = Table(
@@ -184,6 +196,9 @@ class RefreshToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Replays honoured after used_at, inside the grace window: capped, counted by a conditional
+    # UPDATE (repositories.sessions.claim_replay), so concurrency cannot exceed the cap.
+    reuse_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
 
 
 class OAuthClient(Base):
@@ -198,3 +213,22 @@ class OAuthClient(Base):
     permissions: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     created_by: Mapped[uuid.UUID | None] = mapped_column(GUID, nullable=True)
+
+
+class RevokedToken(Base):
+    """A service (client_credentials) access token revoked before it expired (RFC 7009).
+
+    User tokens are revoked through their session (``sid``); service tokens have none, so their
+    ``jti`` is kept here until the token would have expired anyway, then purged.
+    """
+
+    __tablename__ = "revoked_tokens"
+    __table_args__ = (Index("ix_revoked_tokens_expires_at", "expires_at"),)
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Deleting the client ends its tokens anyway (introspection asks for the client).
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("oauth_clients.id", ondelete="CASCADE"), nullable=False
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

@@ -1,32 +1,66 @@
-"""The notifier seam: how verification and password-reset tokens reach the user."""
+"""The notifier seam: how verification, password-reset and email-change messages reach users."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-Purpose = Literal["verify", "reset-password"]
+# "email-changed" goes to the address an account had before its email changed; its token (when
+# there is one) undoes the change through POST /auth/revert-email.
+Purpose = Literal["verify", "reset-password", "email-changed"]
+
+SUBJECTS: dict[Purpose, str] = {
+    "verify": "Verify your email address",
+    "reset-password": "Reset your password",
+    "email-changed": "Your email address was changed",
+}
+_LINK_PATHS: dict[Purpose, str] = {
+    "verify": "verify",
+    "reset-password": "reset-password",
+    "email-changed": "revert-email",
+}
 
 
 @dataclass(frozen=True)
 class TokenMessage:
     to: str
     purpose: Purpose
-    token: str
+    # None only for an "email-changed" notice that offers no way back (an administrator's change).
+    token: str | None
     link: str | None
 
     @property
     def subject(self) -> str:
-        if self.purpose == "verify":
-            return "Verify your email address"
-        return "Reset your password"
+        return SUBJECTS[self.purpose]
 
     def body(self) -> str:
+        if self.purpose == "email-changed":
+            return self._email_changed_body()
         action = "verify your email address" if self.purpose == "verify" else "reset your password"
-        lines = [f"Use this token to {action}:", "", self.token, ""]
+        lines = [f"Use this token to {action}:", "", str(self.token), ""]
         if self.link:
             lines += ["Or open:", self.link, ""]
         lines.append("If you did not ask for this, ignore this message.")
+        return "\n".join(lines)
+
+    def _email_changed_body(self) -> str:
+        # The new address is left out: this mailbox may no longer be the account owner's.
+        lines = ["The email address of your account was changed; this address is no longer it.", ""]
+        if self.token is None:
+            lines.append(
+                "The change was made by an administrator. If you did not expect it, contact them."
+            )
+            return "\n".join(lines)
+        lines += [
+            "If you did not make this change, someone else may hold your account. To undo it",
+            "(this address comes back and every session of the account ends), use this token:",
+            "",
+            self.token,
+            "",
+        ]
+        if self.link:
+            lines += ["Or open:", self.link, ""]
+        lines.append("Then choose a new password. If you made the change, ignore this message.")
         return "\n".join(lines)
 
 
@@ -37,5 +71,4 @@ class Notifier(Protocol):
 def build_link(public_url: str | None, purpose: Purpose, token: str) -> str | None:
     if not public_url:
         return None
-    path = "verify" if purpose == "verify" else "reset-password"
-    return f"{public_url.rstrip('/')}/{path}?token={token}"
+    return f"{public_url.rstrip('/')}/{_LINK_PATHS[purpose]}?token={token}"

@@ -40,13 +40,24 @@ class UserCreate(schemas.BaseUserCreate):
 class UserUpdate(schemas.BaseUserUpdate):
     """``PATCH /users/me`` and, for admins, ``PATCH /users/{id}``.
 
-    A user changing their own password must also send ``current_password``; users can never
-    change ``is_active``, ``is_superuser`` or ``is_verified`` on themselves.
+    A user changing their own password or email must also send ``current_password``; users can
+    never change ``is_active``, ``is_superuser`` or ``is_verified`` on themselves.
     """
 
     model_config = ConfigDict(extra="forbid")
     password: str | None = Field(default=None, max_length=PASSWORD_FIELD_MAX)
-    current_password: str | None = Field(default=None, max_length=PASSWORD_FIELD_MAX)
+    current_password: str | None = Field(
+        default=None,
+        max_length=PASSWORD_FIELD_MAX,
+        description="Needed to change your password or your email.",
+    )
+
+
+class RevertEmailRequest(BaseModel):
+    """``POST /auth/revert-email``: the token from the notice sent to the old address."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(max_length=4096)
 
 
 class UserPage(BaseModel):
@@ -71,7 +82,8 @@ class AdminUserUpdate(schemas.BaseUserUpdate):
     current_password: str | None = Field(
         default=None,
         max_length=PASSWORD_FIELD_MAX,
-        description="Needed to change your own password when you do not hold `users:write`.",
+        description="Needed to change your own password or email when you do not hold "
+        "`users:write`.",
     )
     attributes: dict[str, Any] | None = Field(
         default=None,

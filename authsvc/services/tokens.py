@@ -12,6 +12,7 @@ from fastapi_users.manager import BaseUserManager
 from authsvc.db.models import User
 from authsvc.db.repositories.sessions import is_live, user_with_session
 from authsvc.security.tokens import AccessTokenCodec, InvalidTokenError
+from authsvc.services.users import UserManager
 
 log = logging.getLogger("authsvc.tokens")
 
@@ -39,7 +40,11 @@ class AccessTokenStrategy(Strategy[User, uuid.UUID]):
             return None
         user, login = await user_with_session(db, user_id, session_id)
         # A signed-out or revoked session's tokens stop working at once, not at expiry.
-        return user if is_live(login) else None
+        if not is_live(login):
+            return None
+        if isinstance(user_manager, UserManager):
+            user_manager.caller_session_id = session_id  # an email change keeps this session
+        return user
 
     async def write_token(self, user: User) -> str:
         return self.codec.issue(str(user.id)).token

@@ -4,6 +4,14 @@ fastapi-users hashes through a synchronous helper, which would run bcrypt on the
 The methods that hash are therefore overridden to await ``PasswordHasher`` (worker threads,
 capped); the helper handed to fastapi-users refuses to run on the event loop, so a path we
 missed fails loudly in tests instead of silently blocking. Everything else is fastapi-users'.
+
+An email change is where a stolen access token would turn into a stolen account (change the
+address, then reset the password through it), so on the self-service routes it needs the
+current password, and every change of address, by anyone: unverifies the new address and sends
+it a verification token, ends the account's other sessions, tells the old address, and is
+audited. A self-service change also hands the old address a token that undoes it
+(``revert_email``); an administrator's change stands (the old mailbox may be exactly what the
+administrator moves the account away from).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import hashlib
 import hmac
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -23,10 +32,12 @@ from fastapi_users.jwt import decode_jwt, generate_jwt
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.db.models import User
+from authsvc.authz.engine import Principal
+from authsvc.db.models import AuditEvent, User
 from authsvc.db.repositories import roles as roles_repo
 from authsvc.db.repositories import sessions as sessions_repo
-from authsvc.errors import InvalidInput, Unauthorized
+from authsvc.db.repositories import users as users_repo
+from authsvc.errors import BadRequest, Conflict, InvalidInput, Unauthorized
 from authsvc.notify.base import Notifier, Purpose, TokenMessage, build_link
 from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import PasswordHasher
@@ -34,6 +45,33 @@ from authsvc.security.passwords import PasswordHasher
 log = logging.getLogger("authsvc.users")
 
 _SELF_READ_ONLY = ("is_active", "is_superuser", "is_verified", "attributes")
+
+# One audience per token purpose: a revert token is neither a verify nor a reset token.
+REVERT_EMAIL_AUDIENCE = "authsvc:revert-email"
+# Long enough for someone to notice the notice; it can only give the old address its account back.
+REVERT_EMAIL_LIFETIME_SECONDS = 3 * 24 * 3600
+
+
+def _bad_revert_token() -> BadRequest:
+    return BadRequest(
+        "The token is invalid, expired or already used.", code="REVERT_EMAIL_BAD_TOKEN"
+    )
+
+
+@dataclass(frozen=True)
+class _Caller:
+    """Who asked for a change, and the session their access token belongs to."""
+
+    user_id: uuid.UUID
+    email: str | None
+    session_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class _EmailChange:
+    event_id: uuid.UUID  # the audit event of the change: a revert token is bound to it
+    old: str
+    new: str
 
 
 class EventLoopHashGuard:
@@ -63,6 +101,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         public_url: str | None,
         session: AsyncSession,
         default_role: str | None = None,
+        client_ip: str | None = None,
     ) -> None:
         super().__init__(user_db, password_helper=EventLoopHashGuard())
         self.hasher = hasher
@@ -71,6 +110,10 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         self.public_url = public_url
         self.session = session
         self.default_role = default_role
+        self.client_ip = client_ip
+        # The session of the access token the request came with, set by AccessTokenStrategy:
+        # an email change keeps it and ends the account's other sessions.
+        self.caller_session_id: uuid.UUID | None = None
         # Distinct audiences (set by fastapi-users) keep reset and verify tokens apart; both are
         # HS256 with this secret, so neither can ever pass as an RS256 access token.
         self.reset_password_token_secret = token_secret
@@ -148,17 +191,38 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
                     code="USER_FIELD_READ_ONLY",
                     data={"fields": forbidden},
                 )
-            if user_update.password is not None:
+            changes_email = user_update.email is not None and user_update.email != user.email
+            if user_update.password is not None or changes_email:
+                # A stolen access token must not be enough to change either.
                 if not current_password or not await self.hasher.verify(
                     current_password, user.hashed_password
                 ):
                     raise Unauthorized(
-                        "Changing the password needs the correct current_password.",
+                        "Changing the password or the email needs the correct current_password.",
                         code="CURRENT_PASSWORD_INVALID",
                     )
-        return await super().update(user_update, user, safe=safe, request=request)
+        # fastapi-users leaves these two helpers unannotated.
+        update_dict: dict[str, Any] = (
+            user_update.create_update_dict()  # type: ignore[no-untyped-call]
+            if safe
+            else user_update.create_update_dict_superuser()  # type: ignore[no-untyped-call]
+        )
+        updated = await self._apply(user, update_dict, self_service=safe, request=request)
+        await self.on_after_update(updated, update_dict, request)
+        return updated
 
     async def _update(self, user: User, update_dict: dict[str, Any]) -> User:
+        # fastapi-users' own paths (verify) come here; ours go through update().
+        return await self._apply(user, update_dict, self_service=False, request=None)
+
+    async def _apply(
+        self,
+        user: User,
+        update_dict: dict[str, Any],
+        *,
+        self_service: bool,
+        request: Request | None,
+    ) -> User:
         update_dict = dict(update_dict)
         update_dict.pop("current_password", None)
         password = update_dict.pop("password", None)
@@ -169,11 +233,130 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             await sessions_repo.revoke_all(self.session, user.id, "password")
         if update_dict.get("is_active") is False and user.is_active:
             await sessions_repo.revoke_all(self.session, user.id, "deactivated")
+        change: _EmailChange | None = None
+        new_email = update_dict.get("email")
+        if new_email is not None and new_email != user.email:
+            if await self.user_db.get_by_email(new_email) is not None:
+                raise exceptions.UserAlreadyExists()
+            change = await self._record_email_change(user, str(new_email), request)
         try:
-            return await super()._update(user, update_dict)
+            # fastapi-users also sets is_verified=False with a new email; commits everything.
+            updated = await super()._update(user, update_dict)
         except IntegrityError as exc:
             await self._rollback()
             raise exceptions.UserAlreadyExists() from exc
+        if change is not None:
+            await self._announce_email_change(updated, change, offer_revert=self_service)
+        return updated
+
+    # --- email changes ---------------------------------------------------------------------
+
+    def _caller(self, user: User, request: Request | None) -> _Caller:
+        # The permission-guarded routes resolve a principal; /users/me only the token's user.
+        principal = getattr(request.state, "principal", None) if request is not None else None
+        if isinstance(principal, Principal) and principal.user_id is not None:
+            return _Caller(principal.user_id, principal.email, principal.session_id)
+        return _Caller(user.id, user.email, self.caller_session_id)
+
+    async def _record_email_change(
+        self, user: User, new_email: str, request: Request | None
+    ) -> _EmailChange:
+        """End the account's other sessions and audit the change (committed with it)."""
+        caller = self._caller(user, request)
+        keep = caller.session_id if caller.user_id == user.id else None
+        live = await sessions_repo.live_sessions(self.session, user.id)
+        await sessions_repo.revoke(
+            self.session, [s.id for s in live if s.id != keep], "email-changed"
+        )
+        change = _EmailChange(uuid.uuid4(), user.email, new_email)
+        self.session.add(
+            AuditEvent(
+                id=change.event_id,
+                actor_id=caller.user_id,
+                actor_email=caller.email,
+                action=users_repo.EMAIL_CHANGE_ACTION,
+                target_type="user",
+                target_id=str(user.id),
+                before={"email": change.old},
+                after={"email": change.new},
+                client_ip=self.client_ip,
+            )
+        )
+        return change
+
+    async def _announce_email_change(
+        self, user: User, change: _EmailChange, *, offer_revert: bool
+    ) -> None:
+        """After the commit: a verification token to the new address, a notice to the old."""
+        if user.is_active and not user.is_verified:
+            await self.request_verify(user)
+        token = self._revert_token(user, change) if offer_revert else None
+        link = build_link(self.public_url, "email-changed", token) if token else None
+        await self.notifier.send(TokenMessage(change.old, "email-changed", token, link))
+
+    def _revert_token(self, user: User, change: _EmailChange) -> str:
+        return generate_jwt(
+            {
+                "sub": str(user.id),
+                "old": change.old,
+                "new": change.new,
+                "chg": str(change.event_id),
+                "aud": REVERT_EMAIL_AUDIENCE,
+            },
+            self.verification_token_secret,
+            REVERT_EMAIL_LIFETIME_SECONDS,
+        )
+
+    async def revert_email(self, token: str) -> User:
+        """Undo a self-service email change with the token sent to the old address: the old
+        address comes back (verified: the token reached it) and every session ends.
+
+        The token is bound to its change: it works only while the account still has the
+        address it was changed to and that change is the latest (its audit event), and a
+        conditional update lets exactly one of concurrent uses win.
+        """
+        try:
+            data = decode_jwt(token, self.verification_token_secret, [REVERT_EMAIL_AUDIENCE])
+            user_id = self.parse_id(data["sub"])
+            old, new = str(data["old"]), str(data["new"])
+            change_id = uuid.UUID(str(data["chg"]))
+        except (jwt.PyJWTError, KeyError, ValueError, exceptions.InvalidID):
+            raise _bad_revert_token() from None
+        user = await self.user_db.get(user_id)
+        if user is None or user.email != new:
+            raise _bad_revert_token()
+        if await users_repo.latest_email_change(self.session, user.id) != change_id:
+            raise _bad_revert_token()
+        taken = Conflict(
+            "Another account now uses the old address; it cannot be restored.",
+            code="REVERT_EMAIL_ADDRESS_TAKEN",
+        )
+        if await users_repo.email_taken(self.session, old, by_other_than=user.id):
+            raise taken
+        try:
+            won = await users_repo.replace_email(self.session, user.id, new, old, verified=True)
+        except IntegrityError:
+            await self._rollback()  # registered between the check and the update
+            raise taken from None
+        if not won:  # a concurrent use of the same token came first
+            await self._rollback()
+            raise _bad_revert_token()
+        await sessions_repo.revoke_all(self.session, user.id, "email-reverted")
+        self.session.add(
+            AuditEvent(
+                actor_id=user.id,
+                actor_email=old,
+                action=users_repo.EMAIL_REVERT_ACTION,
+                target_type="user",
+                target_id=str(user.id),
+                before={"email": new},
+                after={"email": old, "reverted_change": str(change_id)},
+                client_ip=self.client_ip,
+            )
+        )
+        await self.session.commit()
+        await self.session.refresh(user)
+        return user
 
     async def _rollback(self) -> None:
         await self.session.rollback()
@@ -216,9 +399,20 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             raise exceptions.InvalidResetPasswordToken()
         if not user.is_active:
             raise exceptions.UserInactive()
-        updated = await self._update(user, {"password": password})
+        await self.validate_password(password, user)
+        new_hash = await self.hasher.hash(password)
+        # Single use under concurrency: the write succeeds only if the hash the token is bound
+        # to is still the stored one, so of concurrent uses exactly one wins.
+        if not await users_repo.replace_password_hash(
+            self.session, user.id, user.hashed_password, new_hash
+        ):
+            await self._rollback()
+            raise exceptions.InvalidResetPasswordToken()
+        await sessions_repo.revoke_all(self.session, user.id, "password")
+        await self.session.commit()
+        await self.session.refresh(user)
         await self.on_after_reset_password(user, request)
-        return updated
+        return user
 
     # --- hooks -------------------------------------------------------------------------------
 

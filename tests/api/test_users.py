@@ -29,7 +29,11 @@ async def test_patch_me_changes_email(
 ) -> None:
     await make_user("me@example.com")
     headers = await login("me@example.com")
-    response = await client.patch("/users/me", headers=headers, json={"email": "me2@example.com"})
+    response = await client.patch(
+        "/users/me",
+        headers=headers,
+        json={"email": "me2@example.com", "current_password": PASSWORD},
+    )
     assert response.status_code == 200, response.text
     assert response.json()["email"] == "me2@example.com"
 
@@ -110,7 +114,11 @@ async def test_patch_me_to_a_taken_email_is_refused(
     await make_user("first@example.com")
     await make_user("second@example.com")
     headers = await login("second@example.com")
-    response = await client.patch("/users/me", headers=headers, json={"email": "FIRST@example.com"})
+    response = await client.patch(
+        "/users/me",
+        headers=headers,
+        json={"email": "FIRST@example.com", "current_password": PASSWORD},
+    )
     assert response.status_code == 400
     assert response.json()["detail"] == "UPDATE_USER_EMAIL_ALREADY_EXISTS"
 

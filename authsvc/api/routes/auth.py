@@ -1,10 +1,11 @@
-"""``POST /auth/token``: the OAuth2 password grant (RFC 6749 §4.3) and refresh (§6)."""
+"""``POST /auth/token``: the OAuth2 password grant (RFC 6749 §4.3) and refresh (§6);
+``POST /auth/revert-email``: undo an email change from the old address."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
@@ -12,6 +13,8 @@ from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
 from authsvc.db.models import Session, User
 from authsvc.errors import OAuthError
 from authsvc.schemas.tokens import OAuthErrorBody, TokenResponse
+from authsvc.schemas.users import RevertEmailRequest
+from authsvc.security.identifiers import normalize_email
 from authsvc.services import clients
 from authsvc.services.authz import grants_for
 from authsvc.services.container import AppServices
@@ -68,7 +71,9 @@ async def _token_response(
         "issues a service token; `grant_type=refresh_token` with `refresh_token` rotates a "
         "session: the presented "
         "token is spent and a new pair is returned. A spent refresh token presented again "
-        "(after a short grace window) revokes the whole session. Answers an RFC 6749 §5.1 "
+        "within a short grace window (parallel tabs) gets a new pair a bounded number of times "
+        "(then 400 `REFRESH_TOKEN_REUSE_LIMIT`); after the window it revokes the whole "
+        "session (`REFRESH_TOKEN_REUSED`). Answers an RFC 6749 §5.1 "
         "token response; errors use the §5.2 shape: `invalid_request`, "
         "`unsupported_grant_type`, `invalid_grant`. Limited per client IP and per submitted "
         "username (429 with Retry-After)."
@@ -120,7 +125,9 @@ async def token(
 
     # Counted before the password is checked: the limits also shield the hasher.
     services.limiter.hit(services.rules.login_ip, ip)
-    services.limiter.hit(services.rules.login_username, email.strip().lower())
+    # The key the account lookup matches on (UserDatabase.get_by_email): every spelling that
+    # reaches an account counts against that account's limit.
+    services.limiter.hit(services.rules.login_username, normalize_email(email))
 
     user = await user_manager.authenticate(
         OAuth2PasswordRequestForm(username=email, password=secret, scope=scope)
@@ -135,3 +142,21 @@ async def token(
     await user_manager.on_after_login(user, request)
     services.metrics.logins.labels("success").inc()
     return await _token_response(services, db, user, session, new_refresh, grant)
+
+
+@router.post(
+    "/revert-email",
+    status_code=204,
+    summary="Undo an email change (token sent to the old address)",
+    description=(
+        "A self-service email change sends the old address a notice with a token. Posting it "
+        "restores the old address (verified), ends every session of the account and answers "
+        "204; then reset the password through the old address. 400 `REVERT_EMAIL_BAD_TOKEN` "
+        "for an invalid, expired or used token, or one of an earlier change; 409 "
+        "`REVERT_EMAIL_ADDRESS_TAKEN` when another account took the old address meanwhile. "
+        "Recorded in the audit trail."
+    ),
+)
+async def revert_email(body: RevertEmailRequest, user_manager: UserManagerDep) -> Response:
+    await user_manager.revert_email(body.token)
+    return Response(status_code=204)

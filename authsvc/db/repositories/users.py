@@ -16,16 +16,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, literal, select, text, tuple_
+from fastapi_users_db_sqlalchemy import SQLAlchemyUserDatabase
+from sqlalchemy import Select, delete, func, literal, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
-from authsvc.db.models import User
+from authsvc.db.models import AuditEvent, User
+from authsvc.errors import NotFound
+from authsvc.security.identifiers import normalize_email
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _CURSOR_VERSION = "u1"
 # What a cursor can be: base64url without padding, of a bounded length.
 _CURSOR_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Audit actions of email changes (a revert token is bound to its change's event).
+EMAIL_CHANGE_ACTION = "user.email.change"
+EMAIL_REVERT_ACTION = "user.email.revert"
 
 
 @dataclass(frozen=True)
@@ -151,3 +158,107 @@ async def list_users(
     if count:
         total = int((await session.scalar(count_query(filters))) or 0)
     return UserListPage(users, UserCursor.of(users[-1]) if more else None, total)
+
+
+# --- conditional writes: single use under concurrency -------------------------------------------
+# Each is one UPDATE whose WHERE states what the caller read. The database applies concurrent
+# ones one after another and re-checks the condition for each (PostgreSQL re-reads the row it
+# waited for; SQLite runs one writer at a time), so exactly one of them matches. A read followed
+# by a write would let every racer see the old value and win.
+
+
+async def replace_password_hash(
+    session: AsyncSession, user_id: uuid.UUID, old_hash: str, new_hash: str
+) -> bool:
+    """Set the hash only if it is still ``old_hash``; False when someone changed it first."""
+    result = await session.execute(
+        update(User)
+        .where(_columns.id == user_id, _columns.hashed_password == old_hash)
+        .values(hashed_password=new_hash)
+        .execution_options(synchronize_session=False)  # the caller reloads the user
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def replace_email(
+    session: AsyncSession, user_id: uuid.UUID, current: str, new: str, *, verified: bool
+) -> bool:
+    """Set the address only if it is still exactly ``current``; False otherwise."""
+    result = await session.execute(
+        update(User)
+        .where(_columns.id == user_id, _columns.email == current)
+        .values(email=new, email_key=normalize_email(new), is_verified=verified)
+        .execution_options(synchronize_session=False)  # the caller reloads the user
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def email_taken(session: AsyncSession, email: str, *, by_other_than: uuid.UUID) -> bool:
+    query = select(_columns.id).where(
+        _columns.email_key == normalize_email(email), _columns.id != by_other_than
+    )
+    return (await session.scalar(query.limit(1))) is not None
+
+
+async def latest_email_change(session: AsyncSession, user_id: uuid.UUID) -> uuid.UUID | None:
+    """The id of the audit event of the user's most recent email change, if any."""
+    query = (
+        select(AuditEvent.id)
+        .where(
+            AuditEvent.target_type == "user",
+            AuditEvent.target_id == str(user_id),
+            AuditEvent.action == EMAIL_CHANGE_ACTION,
+        )
+        .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+        .limit(1)
+    )
+    found: uuid.UUID | None = await session.scalar(query)
+    return found
+
+
+# --- the user database fastapi-users works through ----------------------------------------------
+
+
+class UserDatabase(SQLAlchemyUserDatabase[User, uuid.UUID]):
+    """fastapi-users' SQLAlchemy adapter, with two changes.
+
+    * Addresses are found by ``email_key`` (``authsvc.security.identifiers.normalize_email``),
+      the same key the per-account login limit counts on, not by the database's ``lower()``.
+    * An update or deletion that finds the row gone (a concurrent ``DELETE``) is a 404
+      ``USER_NOT_FOUND`` with nothing written, not an ORM error and a 500.
+    """
+
+    async def get_by_email(self, email: str) -> User | None:
+        statement = select(User).where(_columns.email_key == normalize_email(email))
+        return await self._get_user(statement)
+
+    async def update(self, user: User, update_dict: dict[str, Any]) -> User:
+        for key, value in update_dict.items():
+            setattr(user, key, value)
+        self.session.add(user)
+        try:
+            await self.session.commit()
+        except StaleDataError:
+            # The UPDATE matched no row: deleted since it was read (there is no version column).
+            await self.session.rollback()
+            raise _user_gone() from None
+        # populate_existing: reload the row, or learn that it was deleted after our commit.
+        fresh = await self.session.get(User, user.id, populate_existing=True)
+        if fresh is None:
+            raise _user_gone()
+        return fresh
+
+    async def delete(self, user: User) -> None:
+        result = await self.session.execute(
+            delete(User).where(_columns.id == user.id).execution_options(synchronize_session=False)
+        )
+        if not getattr(result, "rowcount", 0):
+            # Someone deleted it first: keep nothing of this request (its audit event too).
+            await self.session.rollback()
+            raise _user_gone()
+        await self.session.commit()
+        self.session.expunge(user)
+
+
+def _user_gone() -> NotFound:
+    return NotFound("No such user.", code="USER_NOT_FOUND")

@@ -1,0 +1,364 @@
+"""Changing the email address: current password, unverified new address, notice to the old one
+with a way to undo the change, other sessions ended, audit trail (issue 11, item 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from authsvc.db.models import AuditEvent, Session, User
+from authsvc.services.container import AppServices
+from tests.conftest import PASSWORD, MakeUser, delivered
+
+OLD = "owner@example.com"
+NEW = "owner.new@example.com"
+ATTACKER = "attacker@evil.example"
+
+NOTICE_SUBJECT = "Your email address was changed"
+VERIFY_SUBJECT = "Verify your email address"
+RESET_SUBJECT = "Reset your password"
+
+
+@dataclass(frozen=True)
+class Mail:
+    to: str
+    subject: str
+    body: str
+
+    @property
+    def token(self) -> str | None:
+        match = re.search(r":\n\n(\S+)\n", self.body + "\n")
+        return match.group(1) if match else None
+
+
+def mails(output: str) -> list[Mail]:
+    """The messages the console notifier printed."""
+    found = re.findall(r"--- mail to (\S+): (.*?) ---\n(.*?)\n---\n", output, re.S)
+    return [Mail(to, subject, body) for to, subject, body in found]
+
+
+def only(found: list[Mail], to: str, subject: str) -> Mail:
+    matching = [m for m in found if m.to == to and m.subject == subject]
+    assert len(matching) == 1, (to, subject, found)
+    return matching[0]
+
+
+async def sign_in(
+    client: httpx.AsyncClient, email: str, password: str = PASSWORD
+) -> dict[str, Any]:
+    response = await client.post(
+        "/auth/token", data={"grant_type": "password", "username": email, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    tokens: dict[str, Any] = response.json()
+    return tokens
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def refresh(client: httpx.AsyncClient, tokens: dict[str, Any]) -> httpx.Response:
+    return await client.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+    )
+
+
+async def me(client: httpx.AsyncClient, tokens: dict[str, Any]) -> httpx.Response:
+    return await client.get("/users/me", headers=bearer(tokens))
+
+
+async def audit_rows(services: AppServices, user_id: uuid.UUID, action: str) -> list[AuditEvent]:
+    async with services.sessionmaker() as db:
+        query = select(AuditEvent).where(
+            AuditEvent.target_id == str(user_id), AuditEvent.action == action
+        )
+        return list((await db.scalars(query)).all())
+
+
+async def stored_email(services: AppServices, user_id: uuid.UUID) -> tuple[str, bool]:
+    async with services.sessionmaker() as db:
+        user = await db.get(User, user_id)
+        assert user is not None
+        return user.email, user.is_verified
+
+
+async def change_email(
+    client: httpx.AsyncClient, tokens: dict[str, Any], email: str = NEW, **extra: Any
+) -> httpx.Response:
+    return await client.patch("/users/me", headers=bearer(tokens), json={"email": email, **extra})
+
+
+async def test_changing_the_email_needs_the_current_password(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = await make_user(OLD)
+    tokens = await sign_in(client, OLD)
+    for extra in ({}, {"current_password": "not my password"}, {"current_password": ""}):
+        response = await change_email(client, tokens, **extra)
+        assert response.status_code == 401, (extra, response.text)
+        assert response.json()["detail"]["code"] == "CURRENT_PASSWORD_INVALID"
+    assert await stored_email(services, user.id) == (OLD, True)
+    assert mails(await delivered(services, capsys)) == []
+    assert await audit_rows(services, user.id, "user.email.change") == []
+    assert (await me(client, tokens)).status_code == 200
+
+
+async def test_email_change_unverifies_notifies_ends_other_sessions_and_is_audited(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = await make_user(OLD)
+    mine = await sign_in(client, OLD)
+    other = await sign_in(client, OLD)
+
+    response = await change_email(client, mine, current_password=PASSWORD)
+    assert response.status_code == 200, response.text
+    assert response.json()["email"] == NEW
+    assert response.json()["is_verified"] is False
+    assert await stored_email(services, user.id) == (NEW, False)
+
+    sent = mails(await delivered(services, capsys))
+    verify = only(sent, NEW, VERIFY_SUBJECT)
+    notice = only(sent, OLD, NOTICE_SUBJECT)
+    assert len(sent) == 2, sent
+    assert notice.token is not None and notice.token != verify.token
+    assert NEW not in notice.body  # the old mailbox is not told where the account went
+
+    # Every other session ended: its access token and its refresh token are refused.
+    assert (await me(client, other)).status_code == 401
+    assert (await refresh(client, other)).json()["error"] == "invalid_grant"
+    # The caller's own session goes on.
+    assert (await me(client, mine)).json()["email"] == NEW
+    assert (await refresh(client, mine)).status_code == 200
+    async with services.sessionmaker() as db:
+        reasons = {
+            s.revoked_reason
+            for s in (await db.scalars(select(Session).where(Session.user_id == user.id))).all()
+        }
+    assert reasons == {None, "email-changed"}
+
+    # The old address no longer signs in; the new one does, and verifies.
+    refused = await client.post(
+        "/auth/token", data={"grant_type": "password", "username": OLD, "password": PASSWORD}
+    )
+    assert refused.status_code == 400
+    await sign_in(client, NEW)
+    verified = await client.post("/auth/verify", json={"token": verify.token})
+    assert verified.status_code == 200, verified.text
+    assert verified.json()["is_verified"] is True
+
+    [event] = await audit_rows(services, user.id, "user.email.change")
+    assert event.actor_id == user.id
+    assert event.target_type == "user"
+    assert event.before == {"email": OLD}
+    assert event.after == {"email": NEW}
+    assert event.client_ip == "203.0.113.10"
+
+
+async def test_revert_restores_the_old_address_and_ends_every_session(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = await make_user(OLD)
+    mine = await sign_in(client, OLD)
+    assert (await change_email(client, mine, current_password=PASSWORD)).status_code == 200
+    later = await sign_in(client, NEW)
+    notice = only(mails(await delivered(services, capsys)), OLD, NOTICE_SUBJECT)
+    assert notice.token is not None
+
+    # Not an access token, and no other kind of token passes as it.
+    as_access = await client.get("/users/me", headers={"Authorization": f"Bearer {notice.token}"})
+    assert as_access.status_code == 401
+    for bad in ("", "garbage", "a.b.c", mine["access_token"]):
+        refused = await client.post("/auth/revert-email", json={"token": bad})
+        assert refused.status_code == 400, bad
+        assert refused.json()["detail"]["code"] == "REVERT_EMAIL_BAD_TOKEN"
+
+    reverted = await client.post("/auth/revert-email", json={"token": notice.token})
+    assert reverted.status_code == 204, reverted.text
+    assert await stored_email(services, user.id) == (OLD, True)
+    for tokens in (mine, later):
+        assert (await me(client, tokens)).status_code == 401
+        assert (await refresh(client, tokens)).json()["error"] == "invalid_grant"
+    await sign_in(client, OLD)
+
+    again = await client.post("/auth/revert-email", json={"token": notice.token})
+    assert again.status_code == 400
+    assert again.json()["detail"]["code"] == "REVERT_EMAIL_BAD_TOKEN"
+    assert await stored_email(services, user.id) == (OLD, True)
+
+    [event] = await audit_rows(services, user.id, "user.email.revert")
+    assert event.actor_id == user.id
+    assert event.before == {"email": NEW}
+    assert event.after is not None and event.after["email"] == OLD
+
+
+async def test_a_revert_token_dies_with_its_change(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Bound to the change: after a revert and the same change again, only the new token works."""
+    user = await make_user(OLD)
+    tokens = await sign_in(client, OLD)
+    assert (await change_email(client, tokens, current_password=PASSWORD)).status_code == 200
+    first = only(mails(await delivered(services, capsys)), OLD, NOTICE_SUBJECT).token
+    assert (await client.post("/auth/revert-email", json={"token": first})).status_code == 204
+
+    tokens = await sign_in(client, OLD)
+    assert (await change_email(client, tokens, current_password=PASSWORD)).status_code == 200
+    second = only(mails(await delivered(services, capsys)), OLD, NOTICE_SUBJECT).token
+    assert second != first
+    stale = await client.post("/auth/revert-email", json={"token": first})
+    assert stale.status_code == 400
+    assert stale.json()["detail"]["code"] == "REVERT_EMAIL_BAD_TOKEN"
+    assert await stored_email(services, user.id) == (NEW, False)
+    assert (await client.post("/auth/revert-email", json={"token": second})).status_code == 204
+    assert await stored_email(services, user.id) == (OLD, True)
+
+
+async def test_concurrent_reverts_with_one_token_succeed_once(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = await make_user(OLD)
+    tokens = await sign_in(client, OLD)
+    assert (await change_email(client, tokens, current_password=PASSWORD)).status_code == 200
+    token = only(mails(await delivered(services, capsys)), OLD, NOTICE_SUBJECT).token
+    answers = await asyncio.gather(
+        *(client.post("/auth/revert-email", json={"token": token}) for _ in range(10))
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [204] + [400] * 9, [a.text for a in answers]
+    assert len(await audit_rows(services, user.id, "user.email.revert")) == 1
+
+
+async def test_stolen_access_token_cannot_take_the_account_over(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The attacker holds only the victim's access token (no password, no mailbox)."""
+    victim = await make_user(OLD)
+    stolen = await sign_in(client, OLD)
+
+    # 1. Point the account at an address the attacker owns: refused without the password.
+    for extra in ({}, {"current_password": "guess"}):
+        taken = await change_email(client, stolen, ATTACKER, **extra)
+        assert taken.status_code == 401
+        assert taken.json()["detail"]["code"] == "CURRENT_PASSWORD_INVALID"
+    # Nor through the admin route on oneself (the own-profile policy allows the request).
+    own = await client.patch(
+        f"/users/{victim.id}", headers=bearer(stolen), json={"email": ATTACKER}
+    )
+    assert own.status_code == 401
+    assert own.json()["detail"]["code"] == "CURRENT_PASSWORD_INVALID"
+    assert await stored_email(services, victim.id) == (OLD, True)
+
+    # 2. So a password reset for the attacker's address reaches nobody, and one for the
+    # account's address reaches the victim only.
+    for email in (ATTACKER, OLD):
+        assert (
+            await client.post("/auth/forgot-password", json={"email": email})
+        ).status_code == 202
+    sent = mails(await delivered(services, capsys))
+    assert [m.to for m in sent] == [OLD]
+    assert sent[0].subject == RESET_SUBJECT
+
+    # 3. Nothing changed, nothing to audit, and the victim still signs in.
+    assert await audit_rows(services, victim.id, "user.email.change") == []
+    await sign_in(client, OLD)
+
+
+async def test_admin_email_change_unverifies_notifies_and_ends_sessions(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    admin_headers: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``PATCH /users/{id}`` by an administrator: no current password (theirs or the user's),
+    the same consequences, but no revert token (an administrator's change stands; the old
+    mailbox may be exactly what the administrator is moving the account away from)."""
+    user = await make_user(OLD)
+    tokens = await sign_in(client, OLD)
+    capsys.readouterr()
+    response = await client.patch(f"/users/{user.id}", headers=admin_headers, json={"email": NEW})
+    assert response.status_code == 200, response.text
+    assert response.json()["is_verified"] is False
+    sent = mails(await delivered(services, capsys))
+    only(sent, NEW, VERIFY_SUBJECT)
+    notice = only(sent, OLD, NOTICE_SUBJECT)
+    assert notice.token is None
+    assert "administrator" in notice.body
+    assert (await me(client, tokens)).status_code == 401
+    assert (await refresh(client, tokens)).json()["error"] == "invalid_grant"
+    assert (await client.get("/users/me", headers=admin_headers)).status_code == 200
+    [event] = await audit_rows(services, user.id, "user.email.change")
+    assert event.actor_email == "admin@example.com"
+    assert (event.before, event.after) == ({"email": OLD}, {"email": NEW})
+
+
+async def test_revert_verify_and_reset_tokens_do_not_pass_for_one_another(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = await make_user(OLD)
+    tokens = await sign_in(client, OLD)
+    assert (await change_email(client, tokens, current_password=PASSWORD)).status_code == 200
+    assert (await client.post("/auth/forgot-password", json={"email": NEW})).status_code == 202
+    sent = mails(await delivered(services, capsys))
+    revert = only(sent, OLD, NOTICE_SUBJECT).token
+    verify = only(sent, NEW, VERIFY_SUBJECT).token
+    reset = only(sent, NEW, RESET_SUBJECT).token
+    for other in (verify, reset):
+        refused = await client.post("/auth/revert-email", json={"token": other})
+        assert refused.status_code == 400
+        assert refused.json()["detail"]["code"] == "REVERT_EMAIL_BAD_TOKEN"
+    assert (await client.post("/auth/verify", json={"token": revert})).status_code == 400
+    as_reset = await client.post(
+        "/auth/reset-password", json={"token": revert, "password": "a brand new passphrase"}
+    )
+    assert as_reset.status_code == 400
+    assert await stored_email(services, user.id) == (NEW, False)
+
+
+async def test_revert_when_the_old_address_was_taken_meanwhile(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = await make_user(OLD)
+    tokens = await sign_in(client, OLD)
+    assert (await change_email(client, tokens, current_password=PASSWORD)).status_code == 200
+    revert = only(mails(await delivered(services, capsys)), OLD, NOTICE_SUBJECT).token
+    taken = await client.post("/auth/register", json={"email": OLD, "password": PASSWORD})
+    assert taken.status_code == 201, taken.text
+    refused = await client.post("/auth/revert-email", json={"token": revert})
+    assert refused.status_code == 409
+    assert refused.json()["detail"]["code"] == "REVERT_EMAIL_ADDRESS_TAKEN"
+    assert await stored_email(services, user.id) == (NEW, False)
+    assert (await me(client, tokens)).status_code == 200  # nothing changed, nothing ended
