@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     refresh_idle_seconds: int = Field(default=1_209_600, ge=60)
     session_lifetime_seconds: int = Field(default=2_592_000, ge=60)
     refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=300)
+    refresh_reuse_grace_max: int = Field(default=2, ge=0, le=20)
     verify_token_lifetime_seconds: int = Field(default=86_400, ge=60)
     reset_token_lifetime_seconds: int = Field(default=3_600, ge=60)
 

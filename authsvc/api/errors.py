@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from authsvc.errors import AuthsvcError, OAuthError, RateLimited, ServiceUnavailable, Unauthorized
@@ -162,6 +163,19 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return await _unexpected(request, exc)
 
 
+async def _concurrent_change(request: Request, exc: Exception) -> JSONResponse:
+    # The row this request read was changed or deleted by another one before it wrote (the
+    # UPDATE or DELETE matched nothing): a conflict to retry after reloading, not a bug. The
+    # session's transaction is rolled back when the request's session closes: nothing written.
+    log.info("concurrent change on %s %s: %s", request.method, request.url.path,
+             type(exc).__name__)  # fmt: skip
+    return error_response(
+        409,
+        "CONCURRENT_CHANGE",
+        "Another request changed or deleted this at the same time; reload it and try again.",
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     if _database_unreachable(exc):
         return _unavailable(request, exc)
@@ -182,4 +196,6 @@ def install_error_handlers(app: FastAPI) -> None:
     for outage in (OperationalError, InterfaceError, PoolTimeout, ConnectionError):
         app.add_exception_handler(outage, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for lost_race in (StaleDataError, ObjectDeletedError):
+        app.add_exception_handler(lost_race, _concurrent_change)
     app.add_exception_handler(Exception, _unexpected)

@@ -4,6 +4,15 @@ A refresh token is 256 random bits, shown once and stored only as its SHA-256. E
 it and returns a new one in the same session. Presenting a spent token again means it leaked
 (or a client replayed it): the whole session is revoked, unless the replay comes within a
 short grace window of the first use (two tabs refreshing at once), which gets a new token too.
+
+Each replay honoured in the window starts a chain of its own, so the window is also bounded
+in count: at most ``reuse_grace_max`` replays per token (``AUTHSVC_REFRESH_REUSE_GRACE_MAX``),
+counted by one conditional UPDATE, ``reuse_count < max``, that the database applies to
+concurrent replays one after another, so twenty at once still get exactly ``max``. A replay past
+the bound is refused (``REFRESH_TOKEN_REUSE_LIMIT``) but ends nothing: a careful thief stays
+within any bound, so ending the session there would catch only clumsy ones while signing out
+the owner whose many tabs refreshed at once; the bound is what stops the multiplication, and a
+replay after the window still revokes the whole session.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +39,8 @@ class SessionPolicy:
     idle_seconds: int
     lifetime_seconds: int
     reuse_grace_seconds: int
+    # Replays of one spent token honoured inside the window (each one a new chain).
+    reuse_grace_max: int = 2
 
 
 @dataclass(frozen=True)
@@ -82,20 +93,32 @@ class SessionService:
         if not user.is_active:
             raise _invalid("The session has ended; sign in again.", "SESSION_ENDED")
         if not await repo.claim(self.db, stored, now):
-            await self.db.refresh(stored)
-            first_use = stored.used_at or now
-            if now - first_use > timedelta(seconds=self.policy.reuse_grace_seconds):
-                # A spent token came back: assume it was stolen and end the whole family.
-                await repo.revoke(self.db, [session.id], "reuse")
-                await self.db.commit()
-                raise _invalid(
-                    "This refresh token was already used; the session is revoked.",
-                    "REFRESH_TOKEN_REUSED",
-                )
+            await self._replay(stored, session, now)
         session.last_used_at = now
         token = await self._mint(session)
         await self.db.commit()
         return Refreshed(user, session, token)
+
+    async def _replay(self, stored: RefreshToken, session: Session, now: datetime) -> None:
+        """A spent token again: honoured inside the grace window up to the bound, refused past
+        the bound, and taken as theft (the session ends) after the window."""
+        window_start = now - timedelta(seconds=self.policy.reuse_grace_seconds)
+        if await repo.claim_replay(self.db, stored, window_start, self.policy.reuse_grace_max):
+            return
+        await self.db.refresh(stored)
+        if stored.used_at is not None and stored.used_at >= window_start:
+            await self.db.rollback()
+            raise _invalid(
+                "This refresh token was already used by other requests; use the newest one.",
+                "REFRESH_TOKEN_REUSE_LIMIT",
+            )
+        # A spent token came back late: assume it was stolen and end the whole family.
+        await repo.revoke(self.db, [session.id], "reuse")
+        await self.db.commit()
+        raise _invalid(
+            "This refresh token was already used; the session is revoked.",
+            "REFRESH_TOKEN_REUSED",
+        )
 
     async def _mint(self, session: Session) -> str:
         token = secrets.token_urlsafe(32)  # 256 bits

@@ -48,6 +48,25 @@ async def claim(db: AsyncSession, token: RefreshToken, now: datetime) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
+async def claim_replay(
+    db: AsyncSession, token: RefreshToken, window_start: datetime, limit: int
+) -> bool:
+    """Count one more replay of a spent token, if it was spent at or after ``window_start`` and
+    fewer than ``limit`` replays were counted. One conditional UPDATE: concurrent replays are
+    applied one after another and each re-checks the count, so no more than ``limit`` win."""
+    result = await db.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.id == token.id,
+            RefreshToken.used_at.is_not(None),
+            RefreshToken.used_at >= window_start,
+            RefreshToken.reuse_count < limit,
+        )
+        .values(reuse_count=RefreshToken.reuse_count + 1)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 async def revoke(db: AsyncSession, session_ids: list[uuid.UUID], reason: str) -> int:
     if not session_ids:
         return 0
