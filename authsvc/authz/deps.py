@@ -30,6 +30,7 @@ from authsvc.authz.cedar import (
     request_context,
     uid,
 )
+from authsvc.authz.check_errors import explain
 from authsvc.authz.engine import Principal
 from authsvc.authz.entities import merge_entities, role_entities, user_entities
 from authsvc.authz.permissions import BUILTIN_PERMISSIONS
@@ -76,6 +77,12 @@ async def get_principal(
         claims = services.codec.verify(token)
     except InvalidTokenError:
         raise _refuse("The access token is invalid or expired.", "TOKEN_INVALID") from None
+    if "sid" not in claims:  # a valid service (client_credentials) token: say why it is refused
+        raise Forbidden(
+            "This route needs a user's access token; service (client_credentials) tokens are "
+            "accepted only by POST /authz/check and POST /authz/check/batch.",
+            code="USER_TOKEN_REQUIRED",
+        )
     user_id, session_id = _uuid(claims["sub"]), _uuid(claims.get("sid"))
     if user_id is None or session_id is None:
         raise _refuse("The access token is invalid or expired.", "TOKEN_INVALID")
@@ -176,16 +183,22 @@ def evaluate(
     ip: str | None,
     *,
     source: str = "route",
+    extra_context: dict[str, Any] | None = None,
 ) -> Decision:
     """Ask the loaded policy set. Fails closed: a request the schema cannot type denies."""
     started = time.perf_counter()
     context = request_context(ip, services.settings.trusted_networks, mfa=principal.mfa)
+    context.update(extra_context or {})
     request = CedarRequest(uid("User", str(principal.user_id)), action, target.uid, context)
-    entities = merge_entities(principal_entities(principal), target.entities)
+    caller = principal_entities(principal)
+    entities = merge_entities(caller, target.entities)
+    bundle = services.policies.bundle
     try:
-        decision = decide(services.policies.bundle, request, entities)
+        decision = decide(bundle, request, entities)
     except RequestInvalid as exc:
-        decision = Decision(False, [], [str(exc)])
+        # Cedar's text quotes the entities (emails, attributes): say what is wrong instead.
+        problem = explain(str(exc), bundle, caller, target.entities, resource_stored=True)
+        decision = Decision(False, [], [problem])
     services.metrics.policy_latency.labels(source).observe(time.perf_counter() - started)
     services.metrics.policy_decisions.labels(decision.word, source).inc()
     return decision

@@ -1,4 +1,5 @@
-"""Service clients: registration, and client authentication (RFC 6749 §2.3.1)."""
+"""Service clients: registration, client authentication (RFC 6749 §2.3.1), and the
+revocation of their access tokens (RFC 7009)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import binascii
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote
 
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.db.models import OAuthClient
+from authsvc.db.models import OAuthClient, RevokedToken, utcnow
 from authsvc.errors import OAuthError
 
 # A fixed hash to compare against for unknown client ids, so timing does not tell which exist.
@@ -65,3 +71,53 @@ async def authenticate(db: AsyncSession, client_id: str, secret: str) -> OAuthCl
     if not hmac.compare_digest(expected, hash_secret(secret)) or client is None:
         raise invalid_client()
     return client
+
+
+def is_service_token(claims: Mapping[str, Any]) -> bool:
+    """A client_credentials token: it has no session (user tokens always carry ``sid``)."""
+    return "sid" not in claims
+
+
+async def is_revoked(db: AsyncSession, claims: Mapping[str, Any]) -> bool:
+    jti = str(claims.get("jti", ""))
+    found = await db.scalar(select(RevokedToken.jti).where(RevokedToken.jti == jti))
+    return found is not None
+
+
+async def token_client(db: AsyncSession, claims: Mapping[str, Any]) -> OAuthClient | None:
+    """The client a verified service token belongs to, while the client exists and the token
+    has not been revoked; else None."""
+    client = await db.get(OAuthClient, str(claims["sub"]))
+    if client is None or await is_revoked(db, claims):
+        return None
+    return client
+
+
+async def revoke_service_token(
+    db: AsyncSession, requester: OAuthClient | None, claims: Mapping[str, Any]
+) -> bool:
+    """Revoke a verified service token, if ``requester`` is the client it was issued to.
+
+    RFC 7009 §2.1: the server checks that the token was issued to the client asking. A token
+    of another client (or a request without client authentication) is, for that requester, a
+    token it cannot revoke; §2.2 answers such requests 200 all the same, so nothing tells the
+    requester whether the token exists. Returns whether the token is (now) revoked.
+    """
+    if requester is None or str(claims.get("client_id")) != requester.id:
+        return False
+    now = utcnow()
+    # Rows are needed only until the token would have expired anyway.
+    await db.execute(delete(RevokedToken).where(RevokedToken.expires_at <= now))
+    values = {
+        "jti": str(claims["jti"]),
+        "client_id": requester.id,
+        "expires_at": datetime.fromtimestamp(int(claims["exp"]), UTC),
+        "revoked_at": now,
+    }
+    # Revoking twice, even concurrently, is no error: the first row stands.
+    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+    await db.execute(
+        dialect.insert(RevokedToken).values(values).on_conflict_do_nothing(index_elements=["jti"])
+    )
+    await db.commit()
+    return True

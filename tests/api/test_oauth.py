@@ -233,8 +233,13 @@ async def test_client_permissions_follow_the_no_escalation_rule(
         "/clients", headers=manager, json={"name": "x", "permissions": ["users:delete"]}
     )
     assert refused.status_code == 403 and refused.json()["detail"]["code"] == "PERMISSION_DENIED"
+    # Another service's permission is a power too: only its holders give it (issue 11).
     await client.post("/permissions", headers=admin_headers, json={"name": "orders:ship"})
-    allowed = await client.post(
+    refused = await client.post(
         "/clients", headers=manager, json={"name": "x", "permissions": ["orders:ship"]}
+    )
+    assert refused.status_code == 403 and refused.json()["detail"]["missing"] == ["orders:ship"]
+    allowed = await client.post(
+        "/clients", headers=manager, json={"name": "x", "permissions": ["clients:write"]}
     )
     assert allowed.status_code == 201

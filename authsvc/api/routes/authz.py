@@ -26,6 +26,7 @@ from authsvc.authz.cedar import (
     request_context,
     uid,
 )
+from authsvc.authz.check_errors import explain
 from authsvc.authz.deps import bearer, get_principal, require_permissions
 from authsvc.authz.engine import Principal, RoleGraph
 from authsvc.authz.entities import merge_entities, role_entities
@@ -43,6 +44,7 @@ from authsvc.schemas.policies import (
     PolicySetRead,
 )
 from authsvc.security.tokens import InvalidTokenError
+from authsvc.services import clients
 from authsvc.services.authz import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.policies import AUDIT_LOG_ID, principal_entities, stored_user_entities
@@ -75,10 +77,12 @@ async def get_caller(
             claims = services.codec.verify(token)
         except InvalidTokenError:
             claims = None
-        if claims is not None and "sid" not in claims:
+        if claims is not None and clients.is_service_token(claims):
             client = await session.get(OAuthClient, str(claims["sub"]))
             if client is None:
                 raise Unauthorized("The access token is invalid or expired.", code="TOKEN_INVALID")
+            if await clients.is_revoked(session, claims):
+                raise Unauthorized("The access token has been revoked.", code="TOKEN_REVOKED")
             held = client.permissions or []
             return Caller(None, client.id, any(grants(p, "authz:check") for p in held))
     principal = await get_principal(SecurityScopes([]), request, services, session, token)
@@ -143,7 +147,7 @@ async def _principal(
         raise _refuse(f"The principal must be a User, not {given.type!r}.", index)
     entities = await loader.user(given.id)
     if entities is None:
-        raise _refuse(f"No user {given.id!r}.", index, entity=given.model_dump())
+        raise _refuse("No such User principal.", index, entity=given.model_dump())
     return uid("User", given.id), entities, False
 
 
@@ -164,7 +168,7 @@ async def _resource(
     else:
         found = [entity("AuditLog", AUDIT_LOG_ID)] if ref.id == AUDIT_LOG_ID else None
     if found is None:
-        raise _refuse(f"No {ref.type} {ref.id!r}.", index, entity=_ref(ref))
+        raise _refuse(f"No such {ref.type}.", index, entity=_ref(ref))
     return uid(ref.type, ref.id), found
 
 
@@ -183,7 +187,7 @@ def _context(
     try:
         address = str(ipaddress.ip_address(str(address)))
     except ValueError:
-        raise _refuse(f"context.ip {address!r} is not an IP address.", index) from None
+        raise _refuse("context.ip is not an IP address.", index) from None
     return {**extra, **request_context(address, services.settings.trusted_networks, mfa=mfa)}
 
 
@@ -205,7 +209,12 @@ async def _evaluate(
     try:
         decision = decide(bundle, request, merge_entities(principal_ents, resource_ents))
     except RequestInvalid as exc:
-        raise _refuse(str(exc), index) from None
+        # Cedar's text quotes whole entities (emails, roles, attributes): say it our way.
+        reason = explain(
+            str(exc), bundle, principal_ents, resource_ents,
+            resource_stored=check.resource.type in OWN_TYPES,
+        )  # fmt: skip
+        raise _refuse(reason, index) from None
     if principal_ents[0]["attrs"].get("is_active") is False:
         decision = Decision(False, [], ["the principal's account is deactivated"])
     services.metrics.policy_latency.labels("api").observe(time.perf_counter() - started)

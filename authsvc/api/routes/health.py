@@ -15,9 +15,15 @@ from authsvc.authz.permissions import BUILTIN_PERMISSIONS
 from authsvc.errors import NotFound, ServiceUnavailable, Unauthorized
 
 # Probes answer load balancers and orchestrators, which poll from a few addresses: they are not
-# rate-limited (a 429 would take the service out of rotation). The key set is.
+# rate-limited (a 429 would take the service out of rotation). Nor are the key set and the
+# discovery document: resource servers, often many behind one NAT address, need them to
+# verify tokens at all, and they are answered from memory, cheaper than a limiter's own
+# bookkeeping (a round trip to Redis). Cache-Control lets clients and proxies keep them.
 probes = APIRouter(tags=["health"])
 keys = APIRouter(tags=["keys"])
+# A verifier that meets an unknown kid refetches at once (authsvc.client does, at most every
+# 30 s), so a key rotation never waits for this to run out.
+_CACHE = {"Cache-Control": "public, max-age=300"}
 
 _READY_TIMEOUT_SECONDS = 2.0
 
@@ -30,9 +36,11 @@ async def healthz() -> dict[str, str]:
 @probes.get(
     "/readyz",
     summary="The database is reachable (not rate-limited)",
+    description="503 `DATABASE_UNAVAILABLE` while the database is unreachable, and while this "
+    "worker's start-up database work (deferred by an outage at start) is not done yet.",
     responses={503: {"description": "DATABASE_UNAVAILABLE"}},
 )
-async def readyz(services: ServicesDep) -> dict[str, str]:
+async def readyz(request: Request, services: ServicesDep) -> dict[str, str]:
     try:
         with anyio.fail_after(_READY_TIMEOUT_SECONDS):
             async with services.engine.connect() as connection:
@@ -41,17 +49,23 @@ async def readyz(services: ServicesDep) -> dict[str, str]:
         raise ServiceUnavailable(
             "The database is not reachable.", code="DATABASE_UNAVAILABLE"
         ) from exc
+    # Set by the lifespan (main.create_app); an app run without it (in-process tests) has none.
+    if not getattr(request.app.state, "start_up_done", True):
+        raise ServiceUnavailable(
+            "The start-up database work is not done yet.", code="DATABASE_UNAVAILABLE"
+        )
     return {"status": "ready"}
 
 
 @keys.get(
     "/.well-known/jwks.json",
     summary="Public keys that verify our access tokens (RFC 7517 JWK Set)",
+    description="Not rate-limited; cacheable for 5 minutes (`Cache-Control`).",
 )
 async def jwks(services: ServicesDep) -> JSONResponse:
     return JSONResponse(
         services.keys.jwks(),
-        headers={"Cache-Control": "public, max-age=300"},
+        headers=_CACHE,
         media_type="application/jwk-set+json",
     )
 
@@ -60,7 +74,8 @@ async def jwks(services: ServicesDep) -> JSONResponse:
     "/.well-known/openid-configuration",
     summary="Authorization server metadata (RFC 8414)",
     description="Where the token endpoint and the JWKS are, and what they support. Token "
-    "verifiers discover the JWKS from here (`authsvc.client.TokenVerifier` does).",
+    "verifiers discover the JWKS from here (`authsvc.client.TokenVerifier` does). Not "
+    "rate-limited; cacheable for 5 minutes (`Cache-Control`).",
 )
 async def metadata(services: ServicesDep) -> JSONResponse:
     issuer = services.settings.issuer.rstrip("/")
@@ -82,7 +97,7 @@ async def metadata(services: ServicesDep) -> JSONResponse:
         # RFC 9068 access tokens are JWTs signed with these.
         "access_token_signing_alg_values_supported": algorithms,
     }
-    return JSONResponse(body, headers={"Cache-Control": "public, max-age=300"})
+    return JSONResponse(body, headers=_CACHE)
 
 
 metrics_router = APIRouter(tags=["health"])

@@ -15,6 +15,7 @@ from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.authz.deps import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.authz.permissions import PERMISSION_NAME
+from authsvc.authz.power import Power
 from authsvc.db.models import OAuthClient, Session
 from authsvc.db.repositories import sessions as sessions_repo
 from authsvc.errors import NotFound
@@ -42,9 +43,8 @@ async def _access_token_state(
         claims = services.codec.verify(token)
     except InvalidTokenError:
         return None
-    if "sid" not in claims:  # a service token: its client must still exist
-        client = await db.get(OAuthClient, str(claims["sub"]))
-        return claims if client is not None else None
+    if clients.is_service_token(claims):  # its client must exist and not have revoked it
+        return claims if await clients.token_client(db, claims) is not None else None
     try:
         user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
     except ValueError:
@@ -106,9 +106,12 @@ async def introspect(
 @router.post(
     "/revoke",
     summary="Token revocation (RFC 7009)",
-    description="Ends the session an access or refresh token belongs to. Always 200, also for "
-    "unknown tokens (§2.2). Client credentials are optional (a public app revokes its own "
-    "token), but wrong ones are refused with `invalid_client`.",
+    description="A user's access or refresh token: ends the session it belongs to; client "
+    "credentials are optional (a public app revokes its own token), but wrong ones are refused "
+    "with `invalid_client`. A service (client_credentials) token: revoked only when the request "
+    "authenticates as the client it was issued to; it then stops passing introspection and "
+    "`/authz/check` at once. Always 200, also for unknown tokens and for another client's "
+    "tokens, which are left alone (§2.1, §2.2).",
 )
 async def revoke(
     request: Request,
@@ -119,13 +122,23 @@ async def revoke(
     client_id: Annotated[str | None, Form()] = None,
     client_secret: Annotated[str | None, Form()] = None,
 ) -> Response:
+    # §2.1: the hint only saves a lookup; every kind of token is tried whatever it says.
     given = clients.credentials(request.headers.get("authorization"), client_id, client_secret)
-    if given is not None:
-        await clients.authenticate(db, *given)
-    session_id: uuid.UUID | None = None
+    requester = await clients.authenticate(db, *given) if given is not None else None
     try:
-        session_id = uuid.UUID(str(services.codec.verify(token).get("sid")))
-    except (InvalidTokenError, ValueError):
+        claims: dict[str, Any] | None = services.codec.verify(token)
+    except InvalidTokenError:
+        claims = None
+    if claims is not None and clients.is_service_token(claims):
+        await clients.revoke_service_token(db, requester, claims)
+        return Response(status_code=200, headers=_NO_STORE)
+    session_id: uuid.UUID | None = None
+    if claims is not None:
+        try:
+            session_id = uuid.UUID(str(claims["sid"]))
+        except ValueError:
+            session_id = None
+    else:
         stored = await sessions_repo.by_token_hash(db, hash_refresh_token(token))
         session_id = stored.session_id if stored is not None else None
     if session_id is not None:
@@ -173,7 +186,7 @@ async def create_client(
     service = AuthzService(db, principal, ip)
     for name in body.permissions:
         await service.permission(name)  # 404 for unknown, creates known wildcards
-    service.no_escalation(body.permissions)
+    await service.no_escalation(Power(frozenset(body.permissions)), "give a client these")
     client, secret = clients.new_client(body.name, body.permissions)
     client.created_by = principal.user_id
     db.add(client)
