@@ -53,16 +53,43 @@ async def _sync_permissions(settings: Settings) -> None:
         await engine.dispose()
 
 
-def _prepare(settings: Settings) -> None:
-    """Everything a worker expects to exist: the data directory, schema, key and secret."""
+class DatabaseUnreachable(Exception):
+    """The database is down while a command needs it now; ``main`` prints one clear line."""
+
+
+def _migrate(settings: Settings, revision: str = "head", *, sync: bool = False) -> None:
     from authsvc.db import migrations
+    from authsvc.main import database_outage
+
+    try:
+        migrations.upgrade(settings.resolved_database_url, revision)
+        if sync:
+            asyncio.run(_sync_permissions(settings))
+    except Exception as exc:
+        if not database_outage(exc):
+            raise
+        raise DatabaseUnreachable(
+            f"the database is not reachable ({type(exc).__name__}), so the migrations cannot "
+            "run. Start it and run the command again; or migrate once it is up (`authsvc "
+            "migrate`) and serve with AUTHSVC_MIGRATE_ON_START=false: workers then start "
+            "without the database and become ready when it is back."
+        ) from exc
+
+
+def _prepare(settings: Settings) -> None:
+    """Everything a worker expects to exist: the data directory, schema, key and secret.
+
+    With AUTHSVC_MIGRATE_ON_START (the default) the database must be up: the schema is made
+    current before any worker exists, or ``serve`` stops with a clear error (exit 1) rather
+    than start workers on a schema it could not check. Workers themselves never need it to
+    start (see ``main.create_app``'s lifespan).
+    """
     from authsvc.main import build_keystore, load_token_secret
     from authsvc.security.keys import load_or_create_signing_key
 
     _ensure_data_dir(settings)
     if settings.migrate_on_start:
-        migrations.upgrade(settings.resolved_database_url)
-        asyncio.run(_sync_permissions(settings))
+        _migrate(settings, sync=True)
     keystore = build_keystore(settings)
     if keystore is None:
         load_or_create_signing_key(settings.resolved_signing_key_file, settings.signing_algorithm)
@@ -138,10 +165,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from authsvc.db import migrations
-
     _ensure_data_dir(settings)
-    migrations.upgrade(settings.resolved_database_url, args.revision)
+    _migrate(settings, args.revision)
     print(f"database at revision {args.revision} ({settings.database_backend})")
     return 0
 
@@ -271,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyLoadError, PolicyLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -14,18 +14,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
+import asyncpg.exceptions  # type: ignore[import-untyped]
 from fastapi import Depends, FastAPI
 from fastapi_users import FastAPIUsers
 from fastapi_users.authentication import AuthenticationBackend, BearerTransport
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 import authsvc
 from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
 from authsvc.api.errors import document_error_shapes, install_error_handlers
+from authsvc.api.input_guard import NulByteGuard
 from authsvc.api.middleware import BodySizeLimit
 from authsvc.api.routes import audit, auth, authz, health, oauth, roles, sessions, users
 from authsvc.api.routes import keys as keys_routes
-from authsvc.api.routes.docs import describe
+from authsvc.api.routes.docs import describe, install_docs
+from authsvc.api.security_headers import SecurityHeaders
 from authsvc.authz.cedar import PolicyLoadError
 from authsvc.authz.deps import TOKEN_URL
 from authsvc.config import Settings, get_settings
@@ -148,6 +155,7 @@ def build_services(settings: Settings) -> AppServices:
             idle_seconds=settings.refresh_idle_seconds,
             lifetime_seconds=settings.session_lifetime_seconds,
             reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
+            reuse_grace_max=settings.refresh_reuse_grace_max,
         ),
     )
 
@@ -156,6 +164,73 @@ async def start_up(services: AppServices) -> None:
     """Work each process does once before serving: declare our permissions."""
     async with services.sessionmaker() as session:
         await sync_builtin(session, services.settings.default_role or None)
+
+
+# A worker starts during a database outage, and finishes its start-up work once it is back.
+_START_UP_PROBE_SECONDS = 5.0
+_START_UP_RETRY_FIRST_SECONDS = 0.5
+_START_UP_RETRY_MAX_SECONDS = 10.0
+_ASYNCPG_OUTAGES = (
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: cannot connect, connection lost
+    asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def database_outage(exc: BaseException) -> bool:
+    """The database cannot be reached right now (refused, reset, timed out, starting or
+    shutting down): worth waiting out. A schema or programming error is not."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (OSError, PoolTimeout, *_ASYNCPG_OUTAGES)):
+            return True  # OSError includes ConnectionRefusedError and TimeoutError
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+async def _start_up_work(services: AppServices) -> None:
+    """The lifespan's database work: migrations if asked, then ``start_up``. A quick probe
+    first, so an unreachable host costs seconds, not the driver's connect timeout."""
+    settings = services.settings
+    with anyio.fail_after(_START_UP_PROBE_SECONDS):
+        async with services.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    if settings.migrate_on_start:
+        # Alembic's env.py runs its own event loop, so it gets a thread of its own.
+        await anyio.to_thread.run_sync(migrations.upgrade, settings.resolved_database_url)
+    await start_up(services)
+
+
+async def _finish_start_up(app: FastAPI, services: AppServices) -> None:
+    """Retry the start-up work with backoff until it is done; then ``/readyz`` says ready."""
+    delay, attempt = _START_UP_RETRY_FIRST_SECONDS, 1
+    while True:
+        await asyncio.sleep(delay)
+        attempt += 1
+        try:
+            await _start_up_work(services)
+        except Exception as exc:  # noqa: BLE001 - logged; the worker keeps serving, not ready
+            delay = min(delay * 2, _START_UP_RETRY_MAX_SECONDS)
+            if database_outage(exc):
+                log.warning(
+                    "database still unreachable, start-up work retried in %.1f s "
+                    "(attempt %d: %s)", delay, attempt, type(exc).__name__,
+                )  # fmt: skip
+            else:
+                log.error(
+                    "start-up database work failed, retried in %.1f s (attempt %d)",
+                    delay, attempt, exc_info=True,
+                )  # fmt: skip
+            continue
+        app.state.start_up_done = True
+        log.info("start-up database work done (attempt %d): ready", attempt)
+        return
 
 
 def _reload_on_sighup(services: AppServices) -> Callable[[], None]:
@@ -189,18 +264,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.migrate_on_start:
-            # Alembic's env.py runs its own event loop, so it gets a thread of its own.
-            await anyio.to_thread.run_sync(migrations.upgrade, settings.resolved_database_url)
-        await start_up(services)
+        # /readyz answers 503 while this is False. A worker that starts (or that uvicorn
+        # restarts) during a database outage serves what needs no database (/healthz, the
+        # JWKS) and finishes this work in the background; any other failure stops the start.
+        app.state.start_up_done = False
+        finisher: asyncio.Task[None] | None = None
+        try:
+            await _start_up_work(services)
+        except Exception as exc:
+            if not database_outage(exc):
+                raise
+            log.warning(
+                "database unreachable at start-up (%s): serving without it, /readyz answers "
+                "503 until the start-up work is done; retrying in the background",
+                type(exc).__name__,
+            )
+            finisher = asyncio.create_task(_finish_start_up(app, services), name="start-up")
+        else:
+            app.state.start_up_done = True
         follower = asyncio.create_task(services.policies.follow(), name="policy-follower")
         on_hangup = _reload_on_sighup(services)
-        log.info("authsvc ready", extra={"issuer": settings.issuer})
+        log.info("authsvc ready" if finisher is None else "authsvc serving, not ready yet",
+                 extra={"issuer": settings.issuer})  # fmt: skip
         try:
             yield
         finally:
             on_hangup()
             follower.cancel()
+            if finisher is not None:
+                finisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await finisher
             await services.notifier.drain(timeout=settings.smtp_timeout_seconds + 5)
             await services.engine.dispose()
 
@@ -212,8 +306,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "(the Authorize button does it for you), then call the user routes."
         ),
         lifespan=lifespan,
+        docs_url=None,  # install_docs: the explorer's assets come from us, not a CDN
+        redoc_url=None,
     )
     app.state.services = services
+    install_docs(app)
     install_error_handlers(app)
     default_openapi = app.openapi
 
@@ -223,7 +320,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(NulByteGuard)  # inside BodySizeLimit: reads only capped bodies
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext, metrics=services.metrics)  # outermost: ids on every answer
 
     backend = AuthenticationBackend(
@@ -233,11 +332,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [backend])
 
-    # Every route but the probes counts against the per-user or per-IP budget.
+    # Every route but the probes, the docs and the well-known documents counts against the
+    # per-user or per-IP budget.
     limited = [Depends(general_rate_limit)]
     app.include_router(health.probes)
     app.include_router(health.metrics_router)
-    app.include_router(health.keys, dependencies=limited)
+    app.include_router(health.keys)
     app.include_router(auth.router, prefix="/auth", dependencies=limited)
     app.include_router(
         describe(fastapi_users.get_register_router(UserRead, UserCreate)),

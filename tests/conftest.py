@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from authsvc.config import Settings
 from authsvc.db import migrations
-from authsvc.db.models import User
+from authsvc.db.models import Base, User
 from authsvc.main import create_app, start_up
 from authsvc.security.keys import load_or_create_signing_key
 from authsvc.services.container import AppServices
@@ -33,18 +33,27 @@ ENGINES = [
     if engine.strip()
 ]
 PASSWORD = "correct horse battery staple"
-# Back to the migrated state: seeded roles and builtin permissions only.
-RESET_STATEMENTS = [
-    "DELETE FROM audit_events",
-    "DELETE FROM refresh_tokens",
-    "DELETE FROM sessions",
-    "DELETE FROM user_roles",
-    'DELETE FROM "user"',
-    "DELETE FROM role_parents",
-    "DELETE FROM role_permissions WHERE role_id NOT IN (SELECT id FROM roles WHERE name = 'admin')",
-    "DELETE FROM roles WHERE name NOT IN ('admin', 'user')",
-    "DELETE FROM permissions WHERE builtin = false",
-]
+# Rows the migrations seed, which every test starts with: the roles admin and user, the
+# built-in permissions and admin's grants of them. Everything else goes.
+_SEEDED = {
+    "role_permissions": "NOT (role_id IN (SELECT id FROM roles WHERE name = 'admin') AND "
+    "permission_id IN (SELECT id FROM permissions WHERE builtin = true))",
+    "roles": "name NOT IN ('admin', 'user')",
+    "permissions": "builtin = false",
+}
+
+
+def _reset_statements() -> list[str]:
+    """Back to the migrated state, derived from the models: a table added later is wiped
+    without anyone listing it here (children before parents, so foreign keys hold)."""
+    statements = []
+    for table in reversed(Base.metadata.sorted_tables):
+        where = _SEEDED.get(table.name)
+        statements.append(f'DELETE FROM "{table.name}"' + (f" WHERE {where}" if where else ""))
+    return statements
+
+
+RESET_STATEMENTS = _reset_statements()
 TOKEN_SECRET = "test-token-secret-" + "x" * 32
 
 
@@ -194,7 +203,11 @@ async def admin_headers(make_user: MakeUser, login: Login) -> dict[str, str]:
 
 def token_from_console(output: str, purpose: str) -> str:
     """The token the console notifier printed (the default notifier writes to stdout)."""
-    subject = "Verify your email address" if purpose == "verify" else "Reset your password"
+    subject = {
+        "verify": "Verify your email address",
+        "reset-password": "Reset your password",
+        "email-changed": "Your email address was changed",
+    }[purpose]
     match = re.search(re.escape(subject) + r" ---\n.*?:\n\n(\S+)\n", output, re.S)
     assert match, f"no {purpose} message in output: {output!r}"
     return match.group(1)

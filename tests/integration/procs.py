@@ -48,7 +48,15 @@ class Server:
 
 
 @contextmanager
-def serve(cwd: Path, *, workers: int = 1, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+def serve(
+    cwd: Path,
+    *,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/readyz",
+) -> Iterator[Server]:
+    """Start ``authsvc serve`` and wait until ``ready_path`` answers 200 (``/healthz``: the
+    process is up, even while the database is not)."""
     port = free_port()
     # The issuer is where the server really is, so verifiers can discover its keys.
     env = {"AUTHSVC_ISSUER": f"http://127.0.0.1:{port}", **(env or {})}
@@ -75,21 +83,21 @@ def serve(cwd: Path, *, workers: int = 1, env: Mapping[str, str] | None = None) 
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_ready(server)
+        _wait_ready(server, ready_path)
         yield server
     finally:
         stop_process(process)
 
 
-def _wait_ready(server: Server, timeout: float = 60.0) -> None:
+def _wait_ready(server: Server, path: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"authsvc exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{server.base_url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"authsvc did not become ready in {timeout} s:\n{server.log()}")
+    raise RuntimeError(f"authsvc: {path} not 200 within {timeout} s:\n{server.log()}")

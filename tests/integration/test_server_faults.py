@@ -137,7 +137,10 @@ def _database_outage(server: Server, pg: PostgresInstance) -> None:
                 for _ in range(6)
             )
 
-        until(ready, "/readyz 200 again after PostgreSQL came back")
+        # A deadline, not a sleep: a loaded machine may be slow, and uvicorn may have restarted
+        # a worker during the outage (a missed health check); it comes up without the database
+        # and finishes its start-up work now (test_start_during_outage.py).
+        until(ready, "/readyz 200 again after PostgreSQL came back", timeout=90)
         assert client.get("/users/me", headers=headers).status_code == 200
         for email in emails:  # everything acknowledged before the outage is still there
             response = client.post("/auth/token", data=form(email))
