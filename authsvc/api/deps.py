@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.db.models import User
@@ -15,6 +18,8 @@ from authsvc.ratelimit.limiter import Rule
 from authsvc.security.tokens import InvalidTokenError
 from authsvc.services.container import AppServices
 from authsvc.services.users import UserManager
+
+log = logging.getLogger("authsvc.db")
 
 
 def get_services(request: Request) -> AppServices:
@@ -26,8 +31,18 @@ ServicesDep = Annotated[AppServices, Depends(get_services)]
 
 
 async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
-    async with services.sessionmaker() as session:
+    session = services.sessionmaker()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except (DBAPIError, OSError) as exc:
+            # The connection broke under the request (a database outage): the answer (503)
+            # is sent already; drop the connection instead of failing in the teardown.
+            log.warning("database session not closed cleanly (%s)", type(exc).__name__)
+            with contextlib.suppress(DBAPIError, OSError):
+                await session.invalidate()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -142,6 +142,7 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("GET", "/audit"),
         ("POST", "/auth/introspect"),
         ("POST", "/auth/revoke"),
+        ("POST", "/auth/revert-email"),
         ("POST", "/clients"),
         ("GET", "/clients"),
         ("DELETE", "/clients/{client_id}"),

@@ -246,13 +246,17 @@ def test_redis_outage_under_a_real_server(
                 assert client.get("/healthz").status_code == 200
                 assert client.get("/readyz").status_code == 200
                 login = client.post("/auth/token", data=form("user@example.com"))
+                # An anonymous route under the per-IP limit: 401 when the limiter lets it by.
+                anonymous = client.get("/users/me")
+                # The keys are under no limit (issue 11): resource servers verify regardless.
                 jwks = client.get("/.well-known/jwks.json")
+                assert jwks.status_code == 200, jwks.text
                 if fail_open:
                     assert login.status_code == 200, login.text
-                    assert jwks.status_code == 200, jwks.text
+                    assert anonymous.status_code == 401, anonymous.text
                 else:
                     assert_clean_503(login, "RATE_LIMIT_UNAVAILABLE", retry_after="5")
-                    assert_clean_503(jwks, "RATE_LIMIT_UNAVAILABLE", retry_after="5")
+                    assert_clean_503(anonymous, "RATE_LIMIT_UNAVAILABLE", retry_after="5")
         if fail_open:
             # Open means no limit at all while Redis is away: a fifth attempt is not a 429.
             for _ in range(5):
