@@ -316,7 +316,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_error_shapes(default_openapi())
+            app.openapi_schema = document_error_shapes(default_openapi(), app.routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +12,9 @@ from authsvc.authz.permissions import PERMISSION_NAME, ROLE_NAME
 
 RoleName = Field(pattern=ROLE_NAME.pattern, min_length=1, max_length=64)
 PermissionName = Field(pattern=PERMISSION_NAME.pattern, min_length=3, max_length=128)
+# List items: what the routes accept, so the OpenAPI document says it (422 otherwise).
+RoleRef = Annotated[str, Field(pattern=ROLE_NAME.pattern, min_length=1, max_length=64)]
+PermissionRef = Annotated[str, Field(pattern=PERMISSION_NAME.pattern, min_length=3, max_length=128)]
 
 
 class RoleCreate(BaseModel):
@@ -19,8 +22,8 @@ class RoleCreate(BaseModel):
 
     name: str = RoleName
     description: str = Field(default="", max_length=500)
-    parents: list[str] = Field(default_factory=list, max_length=50)
-    permissions: list[str] = Field(default_factory=list, max_length=200)
+    parents: list[RoleRef] = Field(default_factory=list, max_length=50)
+    permissions: list[PermissionRef] = Field(default_factory=list, max_length=200)
 
 
 class RoleUpdate(BaseModel):
@@ -28,7 +31,7 @@ class RoleUpdate(BaseModel):
 
     name: str | None = Field(default=None, pattern=ROLE_NAME.pattern, max_length=64)
     description: str | None = Field(default=None, max_length=500)
-    parents: list[str] | None = Field(default=None, max_length=50)
+    parents: list[RoleRef] | None = Field(default=None, max_length=50)
 
 
 class RoleRead(BaseModel):

@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from authsvc.authz.cedar import ENTITY_TYPE
 
 MAX_BATCH = 100
+# White space spelt out: Python's ``\s`` and JSON Schema's (ECMA-262) differ (U+0085, U+001C..F,
+# U+FEFF), and the OpenAPI document must refuse exactly what the server refuses.
+_BLANK = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+ACTION_PATTERN = rf'^([A-Za-z_][A-Za-z0-9_]*::)*[^{_BLANK}:"][^{_BLANK}"]*$'
 
 
 class EntityRef(BaseModel):
@@ -42,7 +46,7 @@ class CheckRequest(BaseModel):
     action: str = Field(
         min_length=1,
         max_length=200,
-        pattern=r"^([A-Za-z_][A-Za-z0-9_]*::)*[^\s:\"][^\s\"]*$",
+        pattern=ACTION_PATTERN,
         description="An action of the schema: `users:write`, or `Namespace::id` for "
         'another service\'s `Namespace::Action::"id"`.',
         examples=["users:write"],

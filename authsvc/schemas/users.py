@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi_users import schemas
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 # Longer than any password policy allows, so the policy answers with its own clear reason,
 # but short enough that nobody can make us hash megabytes.
@@ -23,10 +23,36 @@ class UserRead(schemas.BaseUser[uuid.UUID]):
     )
 
 
+def _without_privileged(schema: dict[str, Any]) -> None:
+    # fastapi-users' base models declare the flags; registration and `PATCH /users/me` refuse
+    # them (422), so the OpenAPI document must not offer them: they are unknown fields there.
+    for name in _PRIVILEGED:
+        schema.get("properties", {}).pop(name, None)
+    schema["additionalProperties"] = False
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    # Optional (leave it out to keep the value), but never null: drop null from the schema.
+    variants = [v for v in schema.pop("anyOf", []) if v.get("type") != "null"]
+    if len(variants) == 1:
+        schema.update(variants[0])
+    elif variants:
+        schema["anyOf"] = variants
+
+
+def _refuse_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("cannot be null; leave the field out to keep its value")
+    return value
+
+
+NotNull = Field(default=None, json_schema_extra=_not_null)
+
+
 class UserCreate(schemas.BaseUserCreate):
     """Self-registration: an email and a password, nothing else."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_privileged)
     password: str = Field(max_length=PASSWORD_FIELD_MAX)
 
     @model_validator(mode="after")
@@ -44,13 +70,16 @@ class UserUpdate(schemas.BaseUserUpdate):
     never change ``is_active``, ``is_superuser`` or ``is_verified`` on themselves.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_privileged)
+    email: EmailStr | None = NotNull  # null would reach the lookup of the new address
     password: str | None = Field(default=None, max_length=PASSWORD_FIELD_MAX)
     current_password: str | None = Field(
         default=None,
         max_length=PASSWORD_FIELD_MAX,
         description="Needed to change your password or your email.",
     )
+
+    _email_not_null = field_validator("email", mode="before")(_refuse_null)
 
 
 class RevertEmailRequest(BaseModel):
@@ -78,6 +107,10 @@ class AdminUserUpdate(schemas.BaseUserUpdate):
 
     model_config = ConfigDict(extra="forbid")
 
+    email: EmailStr | None = NotNull
+    is_active: bool | None = NotNull
+    is_superuser: bool | None = NotNull
+    is_verified: bool | None = NotNull
     password: str | None = Field(default=None, max_length=PASSWORD_FIELD_MAX)
     current_password: str | None = Field(
         default=None,
@@ -87,6 +120,12 @@ class AdminUserUpdate(schemas.BaseUserUpdate):
     )
     attributes: dict[str, Any] | None = Field(
         default=None,
+        # Not null in the document; the route answers null with USER_ATTRIBUTES_INVALID.
+        json_schema_extra=_not_null,
         description="Replaces the user's policy attributes; checked against the `User` entity "
         "of the policy schema. Needs `users:write`.",
+    )
+
+    _not_null = field_validator("email", "is_active", "is_superuser", "is_verified", mode="before")(
+        _refuse_null
     )

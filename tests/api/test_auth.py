@@ -66,7 +66,7 @@ async def test_register_duplicate_email_is_refused_case_insensitive(
         "/auth/register", json={"email": "TAKEN@example.com", "password": PASSWORD}
     )
     assert response.status_code == 400
-    assert response.json()["detail"] == "REGISTER_USER_ALREADY_EXISTS"
+    assert response.json()["detail"]["code"] == "REGISTER_USER_ALREADY_EXISTS"
     assert await row_count(services) == 1
 
 
@@ -203,5 +203,5 @@ async def test_concurrent_registrations_of_one_address_make_one_account(
     assert statuses == [201, 400, 400, 400], [r.text for r in responses]
     for response in responses:
         if response.status_code == 400:
-            assert response.json()["detail"] == "REGISTER_USER_ALREADY_EXISTS"
+            assert response.json()["detail"]["code"] == "REGISTER_USER_ALREADY_EXISTS"
     assert await row_count(services) == 1

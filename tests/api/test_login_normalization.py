@@ -89,7 +89,7 @@ async def test_registration_refuses_a_lookalike_of_an_existing_address(
     await make_user(OWNER)
     response = await client.post("/auth/register", json={"email": lookalike, "password": PASSWORD})
     assert response.status_code == 400, response.text
-    assert response.json()["detail"] == "REGISTER_USER_ALREADY_EXISTS"  # fastapi-users' shape
+    assert response.json()["detail"]["code"] == "REGISTER_USER_ALREADY_EXISTS"
     assert await row_count(services) == 1
 
 

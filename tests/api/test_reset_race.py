@@ -48,7 +48,7 @@ async def test_concurrent_uses_of_one_reset_token_succeed_once(
     assert len(winners) == 1, [a.status_code for a in answers]
     for answer in losers:
         assert answer.status_code == 400, answer.text
-        assert answer.json()["detail"] == "RESET_PASSWORD_BAD_TOKEN"
+        assert answer.json()["detail"]["code"] == "RESET_PASSWORD_BAD_TOKEN"
 
     # Only the winner's password signs in.
     for password in passwords:

@@ -120,7 +120,7 @@ async def test_patch_me_to_a_taken_email_is_refused(
         json={"email": "FIRST@example.com", "current_password": PASSWORD},
     )
     assert response.status_code == 400
-    assert response.json()["detail"] == "UPDATE_USER_EMAIL_ALREADY_EXISTS"
+    assert response.json()["detail"]["code"] == "UPDATE_USER_EMAIL_ALREADY_EXISTS"
 
 
 async def test_superuser_routes_are_refused_to_plain_users(
@@ -166,9 +166,10 @@ async def test_admin_routes_unknown_and_malformed_ids(
     missing = uuid.uuid4()
     assert (await client.get(f"/users/{missing}", headers=admin_headers)).status_code == 404
     assert (await client.delete(f"/users/{missing}", headers=admin_headers)).status_code == 404
+    # A user id is a UUID in the route itself: anything else names no resource.
     malformed = await client.get("/users/not-a-uuid", headers=admin_headers)
-    assert malformed.status_code == 422
-    assert malformed.json()["detail"]["code"] == "VALIDATION_ERROR"
+    assert malformed.status_code == 404
+    assert malformed.json()["detail"]["code"] == "NOT_FOUND"
 
 
 async def test_list_users_paginates_filters_and_counts(
@@ -350,7 +351,6 @@ async def test_list_users_refuses_malformed_cursors(
     assert good
     hex_id = uuid.uuid4().hex
     malformed = [
-        "",
         "not a cursor",
         "!!!!",
         good + "=",  # padding: not the spelling we hand out
@@ -373,6 +373,10 @@ async def test_list_users_refuses_malformed_cursors(
         response = await client.get("/users", params={"cursor": cursor}, headers=admin_headers)
         assert response.status_code == 422, cursor
         assert response.json()["detail"]["code"] == "USER_CURSOR_INVALID", cursor
+    # An empty cursor is refused by the parameter's schema (minLength 1) already.
+    empty = await client.get("/users", params={"cursor": ""}, headers=admin_headers)
+    assert empty.status_code == 422
+    assert empty.json()["detail"]["code"] == "VALIDATION_ERROR"
     # A well-formed cursor for a position nobody holds is just a position: a page after it.
     far = _b64(f"u1:0:{hex_id}")
     response = await client.get("/users", params={"cursor": far}, headers=admin_headers)

@@ -28,7 +28,7 @@ async def test_verify_flow(
 
     again = await client.post("/auth/verify", json={"token": token})
     assert again.status_code == 400
-    assert again.json()["detail"] == "VERIFY_USER_ALREADY_VERIFIED"
+    assert again.json()["detail"]["code"] == "VERIFY_USER_ALREADY_VERIFIED"
 
 
 async def test_verify_request_for_unknown_email_looks_the_same(
@@ -43,7 +43,7 @@ async def test_verify_rejects_bad_tokens(client: httpx.AsyncClient) -> None:
     for token in ("", "garbage", "a.b.c"):
         response = await client.post("/auth/verify", json={"token": token})
         assert response.status_code == 400
-        assert response.json()["detail"] == "VERIFY_USER_BAD_TOKEN"
+        assert response.json()["detail"]["code"] == "VERIFY_USER_BAD_TOKEN"
 
 
 async def test_reset_flow(
@@ -76,7 +76,7 @@ async def test_reset_flow(
         "/auth/reset-password", json={"token": token, "password": "yet another passphrase"}
     )
     assert replay.status_code == 400
-    assert replay.json()["detail"] == "RESET_PASSWORD_BAD_TOKEN"
+    assert replay.json()["detail"]["code"] == "RESET_PASSWORD_BAD_TOKEN"
 
 
 async def test_forgot_password_for_unknown_email_looks_the_same(
@@ -116,7 +116,7 @@ async def test_access_token_is_not_a_reset_token(
         "/auth/reset-password", json={"token": access, "password": NEW_PASSWORD}
     )
     assert response.status_code == 400
-    assert response.json()["detail"] == "RESET_PASSWORD_BAD_TOKEN"
+    assert response.json()["detail"]["code"] == "RESET_PASSWORD_BAD_TOKEN"
     await login("cross@example.com", PASSWORD)
 
 

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 from sqlalchemy import select
 
 from authsvc.api.deps import SessionDep
@@ -14,6 +14,19 @@ from authsvc.authz.deps import audit_resource, authorize, policy_doc
 from authsvc.db.models import AuditEvent
 from authsvc.db.repositories.roles import page
 from authsvc.schemas.authz import AuditEventRead, AuditPage
+
+
+def _iso_only(value: object) -> object:
+    """Pydantic also reads a number ("0.5") as a Unix time; the document promises an ISO 8601
+    date-time, so only that is accepted (422 otherwise)."""
+    try:
+        float(str(value))
+    except ValueError:
+        return value
+    raise ValueError("expected an ISO 8601 date-time with an offset, not a number")
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
 
 router = APIRouter(tags=["audit"])
 _SINCE = "Inclusive; ISO 8601 with a UTC offset."
@@ -38,10 +51,10 @@ async def list_events(
     target_id: Annotated[str | None, Query(max_length=128)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="Inclusive; ISO 8601 with an offset.")
+        IsoDatetime | None, Query(description="Inclusive; ISO 8601 with an offset.")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="Exclusive; ISO 8601 with an offset.")
+        IsoDatetime | None, Query(description="Exclusive; ISO 8601 with an offset.")
     ] = None,
 ) -> AuditPage:
     query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id)

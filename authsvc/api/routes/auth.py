@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
+from authsvc.api.errors import error_responses
 from authsvc.db.models import Session, User
 from authsvc.errors import OAuthError
 from authsvc.schemas.tokens import OAuthErrorBody, TokenResponse
@@ -156,6 +157,7 @@ async def token(
         "`REVERT_EMAIL_ADDRESS_TAKEN` when another account took the old address meanwhile. "
         "Recorded in the audit trail."
     ),
+    responses=error_responses(400, 409),
 )
 async def revert_email(body: RevertEmailRequest, user_manager: UserManagerDep) -> Response:
     await user_manager.revert_email(body.token)

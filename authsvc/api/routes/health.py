@@ -6,11 +6,12 @@ import hmac
 
 import anyio
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from authsvc.api.deps import ServicesDep
+from authsvc.api.errors import error_responses
 from authsvc.authz.permissions import BUILTIN_PERMISSIONS
 from authsvc.errors import NotFound, ServiceUnavailable, Unauthorized
 
@@ -57,17 +58,18 @@ async def readyz(request: Request, services: ServicesDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
+class JwkSetResponse(JSONResponse):
+    media_type = "application/jwk-set+json"  # RFC 7517 §8.5.1
+
+
 @keys.get(
     "/.well-known/jwks.json",
     summary="Public keys that verify our access tokens (RFC 7517 JWK Set)",
     description="Not rate-limited; cacheable for 5 minutes (`Cache-Control`).",
+    response_class=JwkSetResponse,
 )
 async def jwks(services: ServicesDep) -> JSONResponse:
-    return JSONResponse(
-        services.keys.jwks(),
-        headers=_CACHE,
-        media_type="application/jwk-set+json",
-    )
+    return JwkSetResponse(services.keys.jwks(), headers=_CACHE)
 
 
 @keys.get(
@@ -109,6 +111,8 @@ metrics_router = APIRouter(tags=["health"])
     description="`Authorization: Bearer <AUTHSVC_METRICS_TOKEN>`. 404 `METRICS_DISABLED` while "
     "no token is configured. Counters are per worker process. Not rate-limited.",
     include_in_schema=True,
+    response_class=PlainTextResponse,  # the Prometheus text format
+    responses=error_responses(401, 404),
 )
 async def metrics(request: Request, services: ServicesDep) -> Response:
     expected = services.settings.metrics_token

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
+from authsvc.api.errors import error_responses
 from authsvc.authz.deps import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.errors import Conflict
@@ -55,6 +56,7 @@ async def list_keys(services: ServicesDep) -> list[KeyRead]:
     "`AUTHSVC_KEY_ACTIVATION_DELAY_SECONDS`; the old key stays published until its last token "
     "has expired. Every worker picks it up within seconds. 409 `KEYS_NOT_ROTATABLE` when a "
     "single key file is configured (`AUTHSVC_SIGNING_KEY_FILE`).",
+    responses=error_responses(409),
 )
 async def rotate(
     services: ServicesDep,

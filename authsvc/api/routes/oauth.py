@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
+from authsvc.api.errors import error_responses
 from authsvc.authz.deps import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.authz.permissions import PERMISSION_NAME
@@ -72,6 +73,7 @@ async def _authenticated_client(
     description="Client authentication by HTTP Basic or `client_id`/`client_secret`. Answers "
     '`{"active": false}` for an expired, revoked, stale, malformed or foreign token, and the '
     "token's claims with `active: true` otherwise. Access and refresh tokens.",
+    responses=error_responses(401, oauth=True),
 )
 async def introspect(
     request: Request,
@@ -112,6 +114,8 @@ async def introspect(
     "authenticates as the client it was issued to; it then stops passing introspection and "
     "`/authz/check` at once. Always 200, also for unknown tokens and for another client's "
     "tokens, which are left alone (§2.1, §2.2).",
+    response_class=Response,  # §2.2: an empty 200
+    responses=error_responses(401, oauth=True),
 )
 async def revoke(
     request: Request,
@@ -175,7 +179,9 @@ class ClientCreated(ClientRead):
     response_model=ClientCreated,
     summary="Register a service client",
     description="Answers the client secret once. The client's tokens carry the given "
-    "permissions; conferring authsvc permissions needs holding them (403).",
+    "permissions; conferring authsvc permissions needs holding them (403); 404 for an "
+    "unknown permission.",
+    responses=error_responses(404),
 )
 async def create_client(
     body: ClientCreate,

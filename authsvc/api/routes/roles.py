@@ -6,10 +6,11 @@ import uuid
 from collections.abc import Iterable
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import select
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
+from authsvc.api.errors import error_responses
 from authsvc.authz.deps import (
     Authorized,
     authorize,
@@ -21,6 +22,7 @@ from authsvc.authz.deps import (
     role_target,
 )
 from authsvc.authz.engine import Principal
+from authsvc.authz.permissions import PERMISSION_NAME
 from authsvc.db.models import Permission, Role, User, user_roles
 from authsvc.db.repositories import roles as repo
 from authsvc.schemas.authz import (
@@ -49,6 +51,15 @@ RolesWrite = Annotated[Principal, require_permissions("roles:write")]
 PermsRead = Annotated[Principal, require_permissions("permissions:read")]
 PermsWrite = Annotated[Principal, require_permissions("permissions:write")]
 ROLE_REF = "A role's id or name."
+# The document states the name rule; the route checks it itself, answering a name outside it
+# with 422 `PERMISSION_NAME_INVALID` (as it does for names in bodies).
+PermissionInPath = Annotated[
+    str,
+    Path(
+        description="`resource:action` (or `resource:*`).",
+        json_schema_extra={"pattern": PERMISSION_NAME.pattern, "maxLength": 128},
+    ),
+]
 RoleDeletePolicy = Annotated[Authorized, authorize("roles:delete", role_resource)]
 RoleAssignPolicy = Annotated[Authorized, authorize("roles:assign", role_resource)]
 
@@ -102,6 +113,7 @@ async def list_roles(
     "403 `PERMISSION_DENIED` to confer authsvc permissions the caller lacks; `POLICY_DENIED` "
     "when the policies refuse `roles:assign` on a parent (by default: `admin` or a role "
     "inheriting it, unless a superuser asks).",
+    responses=error_responses(404, 409),
 )
 async def create_role(
     body: RoleCreate,
@@ -130,6 +142,7 @@ async def get_role(role: str, session: SessionDep, principal: RolesRead, ip: Cli
     description="409 `ROLE_CYCLE` when the parents would form a cycle; `ROLE_PROTECTED` to "
     "rename `admin` or `user`; `LAST_ADMIN` when no active administrator would remain. 403 "
     "`POLICY_DENIED` when the policies refuse `roles:assign` on a new parent.",
+    responses=error_responses(409),
 )
 async def update_role(
     role: str,
@@ -160,6 +173,7 @@ async def update_role(
     "(action `roles:delete`; by default: without `roles:write`, or from outside "
     "`AUTHSVC_TRUSTED_NETWORKS`).",
     openapi_extra=policy_doc("roles:delete"),
+    responses=error_responses(409),
 )
 async def delete_role(
     session: SessionDep,
@@ -183,7 +197,7 @@ async def delete_role(
 )
 async def grant(
     role: str,
-    permission: str,
+    permission: PermissionInPath,
     session: SessionDep,
     services: ServicesDep,
     principal: RolesWrite,
@@ -203,7 +217,7 @@ async def grant(
 )
 async def revoke(
     role: str,
-    permission: str,
+    permission: PermissionInPath,
     session: SessionDep,
     services: ServicesDep,
     principal: RolesWrite,
@@ -269,6 +283,7 @@ async def list_permissions(
     response_model=PermissionRead,
     summary="Declare a permission (e.g. for another service)",
     description="422 for a name that is not `resource:action`; 409 `PERMISSION_EXISTS`.",
+    responses=error_responses(409),
 )
 async def create_permission(
     body: PermissionCreate, session: SessionDep, principal: PermsWrite, ip: ClientIP
@@ -280,7 +295,10 @@ async def create_permission(
 
 
 @router.get(
-    "/users/{user_id}/roles", tags=["roles"], response_model=UserRoles, summary="A user's roles"
+    "/users/{user_id:uuid}/roles",
+    tags=["roles"],
+    response_model=UserRoles,
+    summary="A user's roles",
 )
 async def user_roles_list(
     user_id: uuid.UUID, session: SessionDep, principal: RolesRead, ip: ClientIP
@@ -290,7 +308,7 @@ async def user_roles_list(
 
 
 @router.put(
-    "/users/{user_id}/roles/{role}",
+    "/users/{user_id:uuid}/roles/{role}",
     tags=["roles"],
     status_code=204,
     summary="Assign a role to a user",
@@ -313,11 +331,12 @@ async def assign_role(
 
 
 @router.delete(
-    "/users/{user_id}/roles/{role}",
+    "/users/{user_id:uuid}/roles/{role}",
     tags=["roles"],
     status_code=204,
     summary="Take a role from a user",
     description="Idempotent. 409 `LAST_ADMIN` when no active administrator would remain.",
+    responses=error_responses(409),
 )
 async def unassign_role(
     user_id: uuid.UUID,
@@ -333,7 +352,7 @@ async def unassign_role(
 
 
 @router.get(
-    "/users/{user_id}/permissions",
+    "/users/{user_id:uuid}/permissions",
     tags=["permissions"],
     response_model=UserPermissions,
     summary="A user's effective permissions, with the roles that grant each",

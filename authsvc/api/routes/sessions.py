@@ -84,7 +84,7 @@ async def end_my_session(
 
 
 @admin_router.get(
-    "/{user_id}/sessions", response_model=list[SessionRead], summary="A user's sessions"
+    "/{user_id:uuid}/sessions", response_model=list[SessionRead], summary="A user's sessions"
 )
 async def user_sessions(
     user_id: uuid.UUID,
@@ -97,7 +97,7 @@ async def user_sessions(
 
 
 @admin_router.delete(
-    "/{user_id}/sessions",
+    "/{user_id:uuid}/sessions",
     status_code=204,
     summary="End all of a user's sessions",
     description="Recorded in the audit trail.",

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi_users import exceptions
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
+from authsvc.api.errors import error_responses
 from authsvc.authz.deps import (
     Authorized,
     authorize,
@@ -61,7 +62,10 @@ async def list_all(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
         str | None,
-        Query(description="`next_cursor` of the previous page; opaque. Not with `offset`."),
+        Query(
+            min_length=1,  # the one thing the document can say about an opaque value
+            description="`next_cursor` of the previous page; opaque. Not with `offset`.",
+        ),
     ] = None,
     offset: Annotated[
         int,
@@ -151,7 +155,7 @@ _POLICY = (
 
 
 @router.get(
-    "/{user_id}",
+    "/{user_id:uuid}",
     response_model=UserRead,
     summary="Get a user",
     description="403 `POLICY_DENIED` (with the deciding policy ids) when the policies refuse."
@@ -163,7 +167,7 @@ async def get_user(allowed: UserReadPolicy) -> UserRead:
 
 
 @router.patch(
-    "/{user_id}",
+    "/{user_id:uuid}",
     response_model=UserRead,
     summary="Update a user",
     description="May set email, password, `is_active`, `is_superuser`, `is_verified`, "
@@ -177,6 +181,7 @@ async def get_user(allowed: UserReadPolicy) -> UserRead:
     "when no active administrator would remain. Recorded in the audit trail."
     + _POLICY.format(action="users:write"),
     openapi_extra=policy_doc("users:write"),
+    responses=error_responses(400, 409),
 )
 async def update_user(
     body: AdminUserUpdate,
@@ -219,7 +224,7 @@ async def update_user(
 
 
 @router.delete(
-    "/{user_id}",
+    "/{user_id:uuid}",
     status_code=204,
     summary="Delete a user",
     description="403 `POLICY_DENIED` when the policies refuse (by default: without "
@@ -227,6 +232,7 @@ async def update_user(
     "account holding permissions the caller lacks; 409 `LAST_ADMIN` for the last active "
     "administrator. Recorded in the audit trail.",
     openapi_extra=policy_doc("users:delete"),
+    responses=error_responses(409),
 )
 async def delete_user(
     request: Request,
