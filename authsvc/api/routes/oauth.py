@@ -179,8 +179,8 @@ class ClientCreated(ClientRead):
     response_model=ClientCreated,
     summary="Register a service client",
     description="Answers the client secret once. The client's tokens carry the given "
-    "permissions; conferring authsvc permissions needs holding them (403); 404 for an "
-    "unknown permission.",
+    "permissions; giving them needs holding them, any service's (403 `PERMISSION_DENIED` with "
+    "`missing`); 404 for an unknown permission.",
     responses=error_responses(404),
 )
 async def create_client(

@@ -51,6 +51,11 @@ RolesWrite = Annotated[Principal, require_permissions("roles:write")]
 PermsRead = Annotated[Principal, require_permissions("permissions:read")]
 PermsWrite = Annotated[Principal, require_permissions("permissions:write")]
 ROLE_REF = "A role's id or name."
+# The no-escalation rule (authz/power.py), as every mutating route's description says it.
+_POWER = (
+    " 403 `PERMISSION_DENIED` (with `missing`) unless the caller holds every power at stake: "
+    "the permissions (any service's) and the roles the policies name that {what}."
+)
 # The document states the name rule; the route checks it itself, answering a name outside it
 # with 422 `PERMISSION_NAME_INVALID` (as it does for names in bodies).
 PermissionInPath = Annotated[
@@ -110,9 +115,9 @@ async def list_roles(
     response_model=RoleRead,
     summary="Create a role",
     description="409 `ROLE_EXISTS` for a taken name; 404 for an unknown parent or permission; "
-    "403 `PERMISSION_DENIED` to confer authsvc permissions the caller lacks; `POLICY_DENIED` "
-    "when the policies refuse `roles:assign` on a parent (by default: `admin` or a role "
-    "inheriting it, unless a superuser asks).",
+    "403 `POLICY_DENIED` when the policies refuse `roles:assign` on a parent (by default: "
+    "`admin` or a role inheriting it, unless a superuser asks)."
+    + _POWER.format(what="the new role would confer"),
     responses=error_responses(404, 409),
 )
 async def create_role(
@@ -141,7 +146,11 @@ async def get_role(role: str, session: SessionDep, principal: RolesRead, ip: Cli
     summary="Rename, describe or re-parent a role",
     description="409 `ROLE_CYCLE` when the parents would form a cycle; `ROLE_PROTECTED` to "
     "rename `admin` or `user`; `LAST_ADMIN` when no active administrator would remain. 403 "
-    "`POLICY_DENIED` when the policies refuse `roles:assign` on a new parent.",
+    "`POLICY_DENIED` when the policies refuse `roles:assign` on a new parent."
+    + _POWER.format(
+        what="a rename changes (under the old and the new name) or a new set of parents adds "
+        "or removes"
+    ),
     responses=error_responses(409),
 )
 async def update_role(
@@ -171,7 +180,7 @@ async def update_role(
     description="409 `ROLE_IN_USE` while users hold it, unless `force=true`; "
     "`ROLE_PROTECTED` for `admin` and `user`. 403 `POLICY_DENIED` when the policies refuse "
     "(action `roles:delete`; by default: without `roles:write`, or from outside "
-    "`AUTHSVC_TRUSTED_NETWORKS`).",
+    "`AUTHSVC_TRUSTED_NETWORKS`)." + _POWER.format(what="the role confers"),
     openapi_extra=policy_doc("roles:delete"),
     responses=error_responses(409),
 )
@@ -193,7 +202,8 @@ async def delete_role(
     status_code=204,
     summary="Grant a permission to a role",
     description="Idempotent. `resource:*` grants every action of a known resource. 403 "
-    "`PERMISSION_DENIED` to confer one of authsvc's permissions the caller lacks.",
+    "`PERMISSION_DENIED` (with `missing`) unless the caller holds the permission (any "
+    "service's; `resource:*`: it, or every declared permission of the resource).",
 )
 async def grant(
     role: str,
@@ -213,7 +223,8 @@ async def grant(
     tags=["roles"],
     status_code=204,
     summary="Take a permission from a role",
-    description="Idempotent.",
+    description="Idempotent. 403 `PERMISSION_DENIED` (with `missing`) unless the caller holds "
+    "the permission: taking a power away needs what giving it needs.",
 )
 async def revoke(
     role: str,
@@ -313,9 +324,9 @@ async def user_roles_list(
     status_code=204,
     summary="Assign a role to a user",
     description="Idempotent. The user's older tokens stop passing authsvc's guards. 403 "
-    "`PERMISSION_DENIED` if the role confers authsvc permissions the caller lacks; "
     "`POLICY_DENIED` when the policies refuse (action `roles:assign` on the role; by default: "
-    "without `roles:write`, or `admin` (or a role inheriting it) unless a superuser asks).",
+    "without `roles:write`, or `admin` (or a role inheriting it) unless a superuser asks)."
+    + _POWER.format(what="the role confers"),
     openapi_extra=policy_doc("roles:assign"),
 )
 async def assign_role(
@@ -335,7 +346,8 @@ async def assign_role(
     tags=["roles"],
     status_code=204,
     summary="Take a role from a user",
-    description="Idempotent. 409 `LAST_ADMIN` when no active administrator would remain.",
+    description="Idempotent. 409 `LAST_ADMIN` when no active administrator would remain."
+    + _POWER.format(what="the role confers (taking away needs what giving needs)"),
     responses=error_responses(409),
 )
 async def unassign_role(

@@ -100,7 +100,9 @@ async def user_sessions(
     "/{user_id:uuid}/sessions",
     status_code=204,
     summary="End all of a user's sessions",
-    description="Recorded in the audit trail.",
+    description="Recorded in the audit trail. 403 `PERMISSION_DENIED` (with `missing`) for an "
+    "account holding a power the caller lacks (a permission, a role the policies name, "
+    "superuser status).",
 )
 async def end_user_sessions(
     user_id: uuid.UUID,
