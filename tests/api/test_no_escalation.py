@@ -36,13 +36,15 @@ from authsvc.authz.permissions import BUILTIN_PERMISSIONS
 from authsvc.db.models import OAuthClient, Permission, Role, User
 from authsvc.db.repositories import roles as repo
 from authsvc.services.container import AppServices
+from authsvc.services.policies import AUTHSVC_ACTIONS
 from tests.conftest import PASSWORD, TEST_CLIENT_IP, MakeUser
 
 SELF = "~self"
 NEW_PASSWORD = "an entirely new passphrase"
 OTHER = "orders:refund"
-USER_ACTIONS = ("users:read", "users:write", "users:delete", "users:set-attributes")
-ROLE_ACTIONS = ("roles:assign", "roles:delete")
+# Every action authsvc asks the policies about, by the type of its resource.
+USER_ACTIONS = [a for a, kind in AUTHSVC_ACTIONS.items() if kind == "User"]
+ROLE_ACTIONS = [a for a, kind in AUTHSVC_ACTIONS.items() if kind == "Role"]
 
 # name -> (permissions, parents); seeded besides `admin` and `user`.
 SEED_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
