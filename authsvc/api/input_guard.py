@@ -3,9 +3,9 @@
 PostgreSQL's text types cannot hold U+0000: a NUL that reached a query was a 500 (on SQLite it
 was stored). No field of this API has a use for one, so it is refused at the edge, once, as the
 app's validation error: 422 ``VALIDATION_ERROR`` whose error has ``type`` ``nul_byte``. Looked
-at: the decoded path, the query string, header values, form bodies (raw or ``%00``) and JSON
-bodies (the ``\\u0000`` escape, in keys as well as values; a raw NUL is already invalid JSON and
-left to the parser).
+at: the decoded path, the query string, header values, and bodies: a raw NUL in any (multipart
+fields carry it raw), ``%00`` in urlencoded forms, the ``\\u0000`` escape in JSON (keys as well
+as values).
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ def _detail(where: str) -> dict[str, object]:
 
 
 def _body_has_nul(body: bytes, content_type: bytes) -> bool:
+    # Raw: a multipart field carries it as it is (no route takes binary uploads).
+    if b"\x00" in body:
+        return True
     if content_type.split(b";", 1)[0].strip().lower() == _FORM:
         # In a urlencoded body a literal "%" is written %25, so every %00 decodes to a NUL.
-        return b"\x00" in body or b"%00" in body
+        return b"%00" in body
     return _JSON_NUL.search(body) is not None
 
 

@@ -208,3 +208,18 @@ async def test_lookalikes_of_a_nul_pass_the_guard(
     if response.status_code == 422:
         assert response.json()["detail"]["errors"][0]["type"] != "nul_byte"
     assert response.status_code < 500
+
+
+async def test_multipart_form_fields_with_a_nul_are_refused(
+    client: httpx.AsyncClient, services: AppServices
+) -> None:
+    """The token endpoint takes multipart forms too, where a NUL travels raw."""
+    before = await table_counts(services)
+    response = await client.post(
+        "/auth/token",
+        data={"grant_type": "password", "username": "a\x00@example.com", "password": "x"},
+        files={"unused": ("unused.txt", b"")},  # forces multipart/form-data
+    )
+    assert response.request.headers["content-type"].startswith("multipart/form-data")
+    assert_refused(response)
+    assert await table_counts(services) == before
