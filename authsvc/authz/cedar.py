@@ -63,7 +63,8 @@ class PolicyBundle:
     digest: str
     loaded_at: datetime
     # Every role the policies name (``principal in Role::"department_admin"``, ``resource in
-    # Role::"admin"``): holding one is a power of its own, beyond the role's permissions.
+    # Role::"admin"``, ``principal.roles.contains("auditor")``): holding one is a power of
+    # its own, beyond the role's permissions.
     named_roles: frozenset[str] = frozenset()
 
     @property
@@ -214,21 +215,26 @@ def load_policies(directory: Path) -> PolicyBundle:
         effects={policy_id: policy["effect"] for policy_id, policy in combined.items()},
         digest=digest.hexdigest(),
         loaded_at=datetime.now(UTC),
-        named_roles=frozenset(_named_entities(combined, "Role")),
+        named_roles=frozenset(_named_roles(combined)),
     )
 
 
-def _named_entities(node: Any, entity_type: str) -> set[str]:
-    """The ids of every ``entity_type`` entity a policy (JSON form) refers to."""
+def _named_roles(node: Any) -> set[str]:
+    """Every name a policy (JSON form) could mean a role by: the ids of ``Role`` entities
+    (``principal in Role::"x"``) and every string literal (``principal.roles.contains("x")``
+    names a role as a string). Over-inclusive on purpose: a literal that is no role's name
+    makes nothing stricter."""
     found: set[str] = set()
     if isinstance(node, dict):
-        if node.get("type") == entity_type and isinstance(node.get("id"), str):
+        if node.get("type") == "Role" and isinstance(node.get("id"), str):
             found.add(node["id"])
+        if isinstance(node.get("Value"), str):
+            found.add(node["Value"])
         for value in node.values():
-            found |= _named_entities(value, entity_type)
+            found |= _named_roles(value)
     elif isinstance(node, list):
         for value in node:
-            found |= _named_entities(value, entity_type)
+            found |= _named_roles(value)
     return found
 
 

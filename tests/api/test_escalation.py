@@ -6,6 +6,8 @@ generated matrix over every caller and every mutating route is in test_no_escala
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,20 @@ from authsvc.services.container import AppServices
 from tests.conftest import PASSWORD, Login, MakeUser
 
 Headers = dict[str, str]
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped policies that a test may add to."""
+    target = tmp_path / "policies"
+    shutil.copytree(POLICIES, target)
+    return target
+
+
+@pytest.fixture
+def settings_overrides(policy_dir: Path) -> dict[str, Any]:
+    return {"policies_dir": policy_dir}
 
 
 async def grant_role(
@@ -269,3 +285,32 @@ async def test_role_managers_still_manage_what_they_hold(
     granted = await client.put("/roles/auditors/permissions/keys:write", headers=headers)
     assert granted.status_code == 403
     assert granted.json()["detail"]["missing"] == ["keys:write"]
+
+
+async def test_a_role_named_as_a_string_by_a_policy_is_a_power(
+    client: httpx.AsyncClient,
+    services: AppServices,
+    make_user: MakeUser,
+    login: Login,
+    policy_dir: Path,
+    admin_headers: Headers,
+) -> None:
+    """A policy may name a role through the `roles` attribute instead of `Role::"…"`."""
+    (policy_dir / "auditors.cedar").write_text(
+        '@id("audit.by-auditor-role")\n'
+        'permit (principal, action == Action::"audit:read", resource)\n'
+        'when { principal.roles.contains("auditor") };\n'
+    )
+    assert (await client.post("/authz/policies/reload", headers=admin_headers)).status_code == 200
+    mallory = await make_user("mallory@example.com")
+    await grant_role(services, mallory, "role-managers", ("roles:write", "roles:read"))
+    headers = await login("mallory@example.com")
+    assert (
+        await client.post("/roles", headers=headers, json={"name": "auditor"})
+    ).status_code == 201
+    refused = await client.put(f"/users/{mallory.id}/roles/auditor", headers=headers)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["detail"]["missing"] == ["role:auditor"]
+    assert (
+        await client.get("/audit", headers=await login("mallory@example.com"))
+    ).status_code == 403
