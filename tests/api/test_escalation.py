@@ -314,3 +314,25 @@ async def test_a_role_named_as_a_string_by_a_policy_is_a_power(
     assert (
         await client.get("/audit", headers=await login("mallory@example.com"))
     ).status_code == 403
+
+
+async def test_deleting_a_client_needs_its_permissions(
+    client: httpx.AsyncClient,
+    services: AppServices,
+    make_user: MakeUser,
+    login: Login,
+    admin_headers: Headers,
+) -> None:
+    """Taking a service client's permissions away (deleting it) needs what giving them did."""
+    created = await client.post(
+        "/clients", headers=admin_headers, json={"name": "auditor", "permissions": ["audit:read"]}
+    )
+    assert created.status_code == 201, created.text
+    manager = await make_user("clientmgr@example.com")
+    await grant_role(services, manager, "client-managers", ("clients:write", "clients:read"))
+    headers = await login("clientmgr@example.com")
+    refused = await client.delete(f"/clients/{created.json()['id']}", headers=headers)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["detail"]["missing"] == ["audit:read"]
+    listed = await client.get("/clients", headers=admin_headers)
+    assert [c["id"] for c in listed.json()] == [created.json()["id"]]

@@ -218,7 +218,8 @@ async def list_clients(db: SessionDep) -> list[ClientRead]:
     "/clients/{client_id}",
     status_code=204,
     summary="Delete a service client",
-    description="Its tokens stop passing introspection at once.",
+    description="Its tokens stop passing introspection at once. 403 `PERMISSION_DENIED` (with "
+    "`missing`) unless the caller holds the client's permissions.",
 )
 async def delete_client(
     client_id: str,
@@ -230,6 +231,8 @@ async def delete_client(
     if client is None:
         raise NotFound("No such client.", code="CLIENT_NOT_FOUND")
     service = AuthzService(db, principal, ip)
+    # Taking its permissions away needs what giving them did (authz.power).
+    await service.no_escalation(Power(frozenset(client.permissions)), "delete this client")
     await service.record("client.delete", "client", client.id, {"name": client.name}, None)
     await db.delete(client)
     await db.commit()
