@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -90,6 +91,18 @@ def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("keys") / "signing-key-RS256.pem"
     load_or_create_signing_key(path, "RS256")
     return path
+
+
+SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped policies that a test may change; a module that uses it points
+    ``settings_overrides`` at it (``{"policies_dir": policy_dir}``)."""
+    target = tmp_path / "policies"
+    shutil.copytree(SHIPPED_POLICIES, target)
+    return target
 
 
 @pytest.fixture

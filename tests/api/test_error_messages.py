@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from authsvc.db.repositories import roles as repo
 from authsvc.services.container import AppServices
 from tests.conftest import Login, MakeUser
 
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 Headers = dict[str, str]
 
 # Markers: if any of them shows up in an error body, the body echoes the user's data.
@@ -39,11 +37,10 @@ SERVICE_TOKEN_MESSAGE = (
 
 
 @pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(POLICIES, target)
-    (target / "orders.cedarschema").write_text(ORDERS_SCHEMA)
-    return target
+def policy_dir(policy_dir: Path) -> Path:
+    """The shipped policies and another service's schema."""
+    (policy_dir / "orders.cedarschema").write_text(ORDERS_SCHEMA)
+    return policy_dir
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ generated matrix over every caller and every mutating route is in test_no_escala
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from authsvc.services.container import AppServices
 from tests.conftest import PASSWORD, Login, MakeUser
 
 Headers = dict[str, str]
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
-
-
-@pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
-    """A copy of the shipped policies that a test may add to."""
-    target = tmp_path / "policies"
-    shutil.copytree(POLICIES, target)
-    return target
 
 
 @pytest.fixture

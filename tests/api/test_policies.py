@@ -4,7 +4,6 @@ policy reloads, on both database engines."""
 from __future__ import annotations
 
 import base64
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,8 @@ from authsvc.db.repositories import roles as repo
 from authsvc.services.container import AppServices
 from tests.conftest import PASSWORD, Login, MakeUser
 
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 GUARDRAIL = "guardrail.destructive-only-from-trusted-networks"
 Headers = dict[str, str]
-
-
-@pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
-    """A copy of the shipped policies that a test may change."""
-    target = tmp_path / "policies"
-    shutil.copytree(POLICIES, target)
-    return target
 
 
 @pytest.fixture
