@@ -8,11 +8,13 @@ short grace window of the first use (two tabs refreshing at once), which gets a 
 Each replay honoured in the window starts a chain of its own, so the window is also bounded
 in count: at most ``reuse_grace_max`` replays per token (``AUTHSVC_REFRESH_REUSE_GRACE_MAX``),
 counted by one conditional UPDATE, ``reuse_count < max``, that the database applies to
-concurrent replays one after another, so twenty at once still get exactly ``max``. A replay past
-the bound is refused (``REFRESH_TOKEN_REUSE_LIMIT``) but ends nothing: a careful thief stays
-within any bound, so ending the session there would catch only clumsy ones while signing out
-the owner whose many tabs refreshed at once; the bound is what stops the multiplication, and a
-replay after the window still revokes the whole session.
+concurrent replays one after another, so twenty at once still get exactly ``max``; and at most
+``1 + reuse_grace_max`` live (unspent) tokens per session, checked under a lock on the session
+row, since replaying the tokens a replay minted would otherwise multiply them round after
+round. A replay past either bound is refused (``REFRESH_TOKEN_REUSE_LIMIT``) but ends
+nothing: a careful thief stays within any bound, so ending the session there would catch only
+clumsy ones while signing out the owner whose many tabs refreshed at once; the bounds are what
+stop the multiplication, and a replay after the window still revokes the whole session.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ class SessionService:
             raise _invalid("The session has ended; sign in again.", "SESSION_ENDED")
         if not user.is_active:
             raise _invalid("The session has ended; sign in again.", "SESSION_ENDED")
+        # One refresh of a session at a time, the session row locked first: replays count the
+        # session's live tokens, and every refresh takes its locks in the same order (session,
+        # then token), so concurrent ones wait instead of deadlocking.
+        await repo.lock_session(self.db, session.id)
         if not await repo.claim(self.db, stored, now):
             await self._replay(stored, session, now)
         session.last_used_at = now
@@ -103,7 +109,13 @@ class SessionService:
         """A spent token again: honoured inside the grace window up to the bound, refused past
         the bound, and taken as theft (the session ends) after the window."""
         window_start = now - timedelta(seconds=self.policy.reuse_grace_seconds)
-        if await repo.claim_replay(self.db, stored, window_start, self.policy.reuse_grace_max):
+        # Each honoured replay adds a live token to the session; replaying those in turn would
+        # multiply them without end. So (the session is locked) a replay is honoured only while
+        # the session holds fewer than 1 + max live tokens.
+        room = await repo.live_token_count(self.db, session.id) < 1 + self.policy.reuse_grace_max
+        if room and await repo.claim_replay(
+            self.db, stored, window_start, self.policy.reuse_grace_max
+        ):
             return
         await self.db.refresh(stored)
         if stored.used_at is not None and stored.used_at >= window_start:

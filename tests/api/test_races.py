@@ -102,6 +102,33 @@ class TestRefreshReplaysAreBounded:
             ).one()
         assert spent.reuse_count == GRACE_MAX
 
+    async def test_replaying_ones_own_new_tokens_does_not_multiply_them(
+        self, client: httpx.AsyncClient, make_user: MakeUser, services: AppServices
+    ) -> None:
+        """The per-token bound alone let a thief triple their tokens every round (replay the
+        stolen one twice, then each new one twice, ...): a session holds at most
+        1 + GRACE_MAX live refresh tokens, however they were minted."""
+        await make_user("thief@example.com")
+        first = await sign_in(client, "thief@example.com")
+        sid = uuid.UUID(
+            jwt.decode(first["access_token"], options={"verify_signature": False})["sid"]
+        )
+        held = [first["refresh_token"]]
+        for _round in range(4):
+            minted: list[str] = []
+            for token in held:
+                # Use it, then replay it concurrently as often as it goes.
+                used = await refresh(client, token)
+                if used.status_code == 200:
+                    minted.append(used.json()["refresh_token"])
+                replays = await asyncio.gather(*(refresh(client, token) for _ in range(3)))
+                minted += [r.json()["refresh_token"] for r in replays if r.status_code == 200]
+                assert await live_refresh_tokens(services, sid) <= 1 + GRACE_MAX
+            held = minted
+        assert 1 <= len(held) <= 1 + GRACE_MAX
+        # What is held still works: the bound refuses replays, it ends nothing.
+        assert (await refresh(client, held[0])).status_code == 200
+
 
 class TestNoReplays:
     @pytest.fixture

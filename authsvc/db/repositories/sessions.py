@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.db.models import RefreshToken, Session, User, utcnow
@@ -65,6 +65,23 @@ async def claim_replay(
         .values(reuse_count=RefreshToken.reuse_count + 1)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def lock_session(db: AsyncSession, session_id: uuid.UUID) -> None:
+    """Serialize refreshes of one session from here to the commit: a no-op write to its row
+    (PostgreSQL makes a second such transaction wait, and its later reads see the first's
+    commit; SQLite has one writer at a time)."""
+    await db.execute(
+        update(Session).where(Session.id == session_id).values(last_used_at=Session.last_used_at)
+    )
+
+
+async def live_token_count(db: AsyncSession, session_id: uuid.UUID) -> int:
+    """Refresh tokens of the session not spent yet."""
+    query = select(func.count()).where(
+        RefreshToken.session_id == session_id, RefreshToken.used_at.is_(None)
+    )
+    return int(await db.scalar(query) or 0)
 
 
 async def revoke(db: AsyncSession, session_ids: list[uuid.UUID], reason: str) -> int:
