@@ -19,7 +19,6 @@ import anyio.to_thread
 import asyncpg.exceptions  # type: ignore[import-untyped]
 from fastapi import Depends, FastAPI
 from fastapi_users import FastAPIUsers
-from fastapi_users.authentication import AuthenticationBackend, BearerTransport
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -29,12 +28,11 @@ from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
 from authsvc.api.errors import document_error_shapes, install_error_handlers
 from authsvc.api.input_guard import NulByteGuard
 from authsvc.api.middleware import BodySizeLimit
-from authsvc.api.routes import audit, auth, authz, health, oauth, roles, sessions, users
+from authsvc.api.routes import audit, auth, authz, health, me, oauth, roles, sessions, users
 from authsvc.api.routes import keys as keys_routes
 from authsvc.api.routes.docs import describe, install_docs
 from authsvc.api.security_headers import SecurityHeaders
 from authsvc.authz.cedar import PolicyLoadError
-from authsvc.authz.deps import TOKEN_URL
 from authsvc.config import Settings, get_settings
 from authsvc.db import migrations
 from authsvc.db.models import User
@@ -45,17 +43,17 @@ from authsvc.notify.outbox import Outbox
 from authsvc.notify.smtp import SmtpNotifier
 from authsvc.observability import JsonFormatter, Metrics, RequestContext
 from authsvc.ratelimit.limiter import RateLimiter
-from authsvc.schemas.users import UserCreate, UserRead, UserUpdate
+from authsvc.schemas.users import UserCreate, UserRead
 from authsvc.security.keys import KeyRing, load_or_create_signing_key
 from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
 from authsvc.services.authz import sync_builtin
+from authsvc.services.callers import CallerResolver
 from authsvc.services.container import AppServices, RateRules
 from authsvc.services.policies import PolicyStore
 from authsvc.services.sessions import SessionPolicy
-from authsvc.services.tokens import AccessTokenStrategy
 
 log = logging.getLogger("authsvc")
 
@@ -117,6 +115,13 @@ def build_services(settings: Settings) -> AppServices:
         keys = KeyRing(keystore.load(), loader=keystore.load)
     engine = create_engine(settings.resolved_database_url)
     metrics = Metrics()
+    codec = AccessTokenCodec(
+        keys,
+        issuer=settings.issuer,
+        audience=settings.access_token_audience,
+        lifetime_seconds=settings.access_token_lifetime_seconds,
+        client_id=settings.client_id,
+    )
     return AppServices(
         settings=settings,
         engine=engine,
@@ -131,13 +136,8 @@ def build_services(settings: Settings) -> AppServices:
         ),
         notifier=Outbox(_notifier(settings)),
         keys=keys,
-        codec=AccessTokenCodec(
-            keys,
-            issuer=settings.issuer,
-            audience=settings.access_token_audience,
-            lifetime_seconds=settings.access_token_lifetime_seconds,
-            client_id=settings.client_id,
-        ),
+        codec=codec,
+        callers=CallerResolver(codec),
         limiter=RateLimiter(
             storage_uri=settings.ratelimit_storage_uri,
             enabled=settings.ratelimit_enabled,
@@ -325,12 +325,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext, metrics=services.metrics)  # outermost: ids on every answer
 
-    backend = AuthenticationBackend(
-        name="jwt",
-        transport=BearerTransport(tokenUrl=TOKEN_URL),
-        get_strategy=lambda: AccessTokenStrategy(services.codec),
-    )
-    fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [backend])
+    # fastapi-users keeps registration, verification and reset; who is calling is ours
+    # (api.deps.get_caller), so it gets no authentication backend.
+    fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [])
 
     # Every route but the probes, the docs and the well-known documents counts against the
     # per-user or per-IP budget.
@@ -355,10 +352,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tags=["auth"],
             dependencies=[*limited, limit_by_ip("password_reset_ip")],
         )
-    # fastapi-users' /me routes; its /{id} routes are replaced by ours (permission-guarded).
-    me_router = describe(fastapi_users.get_users_router(UserRead, UserUpdate))
-    me_router.routes = [r for r in me_router.routes if getattr(r, "path", "") == "/me"]
-    app.include_router(me_router, prefix="/users", tags=["users"], dependencies=limited)
+    app.include_router(me.router, prefix="/users", dependencies=limited)
     app.include_router(sessions.auth_router, prefix="/auth", dependencies=limited)
     app.include_router(sessions.me_router, prefix="/users", dependencies=limited)
     app.include_router(users.router, prefix="/users", dependencies=limited)

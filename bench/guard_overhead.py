@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 import httpx
 from fastapi import FastAPI
 
-from authsvc.authz.deps import require_permissions
+from authsvc.api.guards import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.config import Settings
 from authsvc.db import migrations

@@ -3,10 +3,10 @@
 1. Raw cedarpy, the floor: ``cedarpy.is_authorized`` with the bundle's pre-parsed policy set and
    schema handles, on a request and an entities JSON string built once. Alongside, raw cedarpy
    given the policy and schema *text* on every call, which is what parsing once saves.
-2. The dependency path: ``authsvc.authz.deps.evaluate``, what ``authorize(...)`` calls for every
-   request once the principal and the resource are loaded. It builds the context (client IP,
-   trusted network, time), the principal's entities, merges them with the resource's, calls
-   Cedar, maps the result and counts it in the metrics. Same decision as 1: a
+2. The dependency path: ``authsvc.services.decisions.evaluate``, what ``authorize(...)`` calls
+   for every request once the principal and the resource are loaded. It builds the context
+   (client IP, trusted network, time), the principal's entities, merges them with the
+   resource's, calls Cedar, maps the result and counts it in the metrics. Same decision as 1: a
    ``department_admin`` of ``sales`` may ``users:write`` another ``sales`` user
    (``users.department-admin``).
 3. The decision API: ``POST /authz/check`` in-process (httpx ASGITransport, no sockets) on
@@ -42,13 +42,13 @@ import cedarpy
 import httpx
 
 from authsvc.authz.cedar import CedarRequest, Decision, request_context, uid
-from authsvc.authz.deps import Target, evaluate
 from authsvc.authz.engine import Principal
 from authsvc.authz.entities import merge_entities, user_entities
 from authsvc.config import Settings
 from authsvc.db import migrations
 from authsvc.main import create_app, start_up
 from authsvc.services.container import AppServices
+from authsvc.services.decisions import Target, evaluate
 from authsvc.services.policies import principal_entities
 
 PASSWORD = "bench passphrase that is long"

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from authsvc.api.deps import general_rate_limit, get_session, limit_by_ip
-from authsvc.authz.deps import get_principal
+from authsvc.api.guards import get_principal, get_user_caller
 from authsvc.errors import AuthsvcError, OAuthError, RateLimited, ServiceUnavailable, Unauthorized
 from authsvc.schemas.tokens import OAuthErrorBody
 
@@ -107,7 +107,7 @@ def _common_statuses(route: Any, operation: dict[str, Any]) -> list[int]:
     statuses: list[int] = []
     if operation.get("security"):
         statuses.append(401)
-    if get_principal in calls:
+    if get_principal in calls or get_user_caller in calls:
         statuses.append(403)  # a missing permission; a service token on a user route
     if route.param_convertors:
         statuses.append(404)  # the resource the path names does not exist

@@ -15,6 +15,7 @@ from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
+from authsvc.services.callers import CallerResolver
 from authsvc.services.policies import PolicyStore
 from authsvc.services.sessions import SessionPolicy
 
@@ -50,6 +51,7 @@ class AppServices:
     notifier: Outbox
     keys: KeyRing
     codec: AccessTokenCodec
+    callers: CallerResolver
     limiter: RateLimiter
     rules: RateRules
     token_secret: str

@@ -32,7 +32,6 @@ from fastapi_users.jwt import decode_jwt, generate_jwt
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.authz.engine import Principal
 from authsvc.db.models import AuditEvent, User
 from authsvc.db.repositories import roles as roles_repo
 from authsvc.db.repositories import sessions as sessions_repo
@@ -41,6 +40,7 @@ from authsvc.errors import BadRequest, Conflict, InvalidInput, Unauthorized
 from authsvc.notify.base import Notifier, Purpose, TokenMessage, build_link
 from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import PasswordHasher
+from authsvc.services.callers import UserCaller
 
 log = logging.getLogger("authsvc.users")
 
@@ -113,7 +113,6 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         self.client_ip = client_ip
         # The session of the access token the request came with, set by AccessTokenStrategy:
         # an email change keeps it and ends the account's other sessions.
-        self.caller_session_id: uuid.UUID | None = None
         # Distinct audiences (set by fastapi-users) keep reset and verify tokens apart; both are
         # HS256 with this secret, so neither can ever pass as an RS256 access token.
         self.reset_password_token_secret = token_secret
@@ -252,11 +251,12 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     # --- email changes ---------------------------------------------------------------------
 
     def _caller(self, user: User, request: Request | None) -> _Caller:
-        # The permission-guarded routes resolve a principal; /users/me only the token's user.
-        principal = getattr(request.state, "principal", None) if request is not None else None
-        if isinstance(principal, Principal) and principal.user_id is not None:
-            return _Caller(principal.user_id, principal.email, principal.session_id)
-        return _Caller(user.id, user.email, self.caller_session_id)
+        # Who is calling, as the request's one resolver saw it (api.deps.get_caller).
+        caller = getattr(request.state, "caller", None) if request is not None else None
+        if isinstance(caller, UserCaller):
+            principal = caller.principal
+            return _Caller(caller.user.id, principal.email, principal.session_id)
+        return _Caller(user.id, user.email, None)
 
     async def _record_email_change(
         self, user: User, new_email: str, request: Request | None

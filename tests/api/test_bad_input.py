@@ -208,7 +208,7 @@ async def good_token(make_user: MakeUser, login: Login) -> str:
 async def assert_rejected(client: httpx.AsyncClient, token: str) -> None:
     response = await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401, token
-    assert response.json()["detail"]["code"] == "UNAUTHORIZED"
+    assert response.json()["detail"]["code"] == "TOKEN_INVALID"
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 

@@ -92,9 +92,10 @@ async def test_fastapi_users_errors_are_mapped_to_our_shape(client: httpx.AsyncC
     reset = await client.post("/auth/reset-password", json={"token": "x", "password": "pw"})
     assert reset.status_code == 400
     assert reset.json()["detail"]["code"] == "RESET_PASSWORD_BAD_TOKEN"
+    # /users/me is ours (the one caller resolver): the same refusal as every guarded route.
     anonymous = await client.get("/users/me")
     assert anonymous.status_code == 401
-    assert anonymous.json()["detail"]["code"] == "UNAUTHORIZED"
+    assert anonymous.json()["detail"]["code"] == "NOT_AUTHENTICATED"
 
 
 # --- the documented error answers ---------------------------------------------------------------

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from authsvc.api.guards import require_permissions, require_roles
 from authsvc.api.routes_table import render_routes_table
-from authsvc.authz.deps import require_permissions, require_roles
 from authsvc.authz.engine import Principal
 from authsvc.services.authz import sync_builtin
 from authsvc.services.container import AppServices

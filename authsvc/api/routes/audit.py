@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BeforeValidator
 from sqlalchemy import select
 
 from authsvc.api.deps import SessionDep
-from authsvc.authz.deps import audit_resource, authorize, policy_doc
+from authsvc.api.guards import audit_resource, authorize, policy_doc
 from authsvc.db.models import AuditEvent
 from authsvc.db.repositories.roles import page
 from authsvc.schemas.authz import AuditEventRead, AuditPage

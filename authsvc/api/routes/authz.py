@@ -8,13 +8,13 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.security import SecurityScopes
+from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
+from authsvc.api.guards import AnyCaller, require_permissions
 from authsvc.authz.cedar import (
     CedarRequest,
     Decision,
@@ -27,13 +27,11 @@ from authsvc.authz.cedar import (
     uid,
 )
 from authsvc.authz.check_errors import explain
-from authsvc.authz.deps import bearer, get_principal, require_permissions
 from authsvc.authz.engine import Principal, RoleGraph
 from authsvc.authz.entities import merge_entities, role_entities
-from authsvc.authz.permissions import grants
-from authsvc.db.models import OAuthClient, User
+from authsvc.db.models import User
 from authsvc.db.repositories import roles as roles_repo
-from authsvc.errors import Forbidden, InvalidInput, Unauthorized
+from authsvc.errors import Forbidden, InvalidInput
 from authsvc.schemas.policies import (
     BatchCheckRequest,
     BatchCheckResult,
@@ -43,9 +41,8 @@ from authsvc.schemas.policies import (
     PolicyInfo,
     PolicySetRead,
 )
-from authsvc.security.tokens import InvalidTokenError
-from authsvc.services import clients
 from authsvc.services.authz import grants_for
+from authsvc.services.callers import ClientCaller, UserCaller
 from authsvc.services.container import AppServices
 from authsvc.services.policies import AUDIT_LOG_ID, principal_entities, stored_user_entities
 
@@ -56,7 +53,7 @@ OWN_TYPES = frozenset({"User", "Role", "AuditLog"})
 COMPUTED_CONTEXT = frozenset({"trusted_network", "mfa", "now"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class Caller:
     """Who asks: a signed-in user (``principal``) or a service client (``client_id``)."""
 
@@ -65,31 +62,10 @@ class Caller:
     may_check_anyone: bool
 
 
-async def get_caller(
-    request: Request,
-    services: ServicesDep,
-    session: SessionDep,
-    token: Annotated[str | None, Depends(bearer)],
-) -> Caller:
-    """A user's access token, or a service client's (client_credentials) token."""
-    if token:
-        try:
-            claims = services.codec.verify(token)
-        except InvalidTokenError:
-            claims = None
-        if claims is not None and clients.is_service_token(claims):
-            client = await session.get(OAuthClient, str(claims["sub"]))
-            if client is None:
-                raise Unauthorized("The access token is invalid or expired.", code="TOKEN_INVALID")
-            if await clients.is_revoked(session, claims):
-                raise Unauthorized("The access token has been revoked.", code="TOKEN_REVOKED")
-            held = client.permissions or []
-            return Caller(None, client.id, any(grants(p, "authz:check") for p in held))
-    principal = await get_principal(SecurityScopes([]), request, services, session, token)
-    return Caller(principal, None, principal.has("authz:check"))
-
-
-CallerDep = Annotated[Caller, Depends(get_caller)]
+def _asker(caller: UserCaller | ClientCaller) -> Caller:
+    if isinstance(caller, ClientCaller):
+        return Caller(None, caller.client_id, caller.has("authz:check"))
+    return Caller(caller.principal, None, caller.principal.has("authz:check"))
 
 
 def _refuse(message: str, index: int | None = None, **data: Any) -> InvalidInput:
@@ -237,10 +213,10 @@ _CHECK_DOC = (
     description=_CHECK_DOC,
 )  # fmt: skip
 async def check(
-    body: CheckRequest, caller: CallerDep, services: ServicesDep, session: SessionDep, ip: ClientIP
+    body: CheckRequest, caller: AnyCaller, services: ServicesDep, session: SessionDep, ip: ClientIP
 ) -> CheckResult:
     bundle = services.policies.bundle  # one set for the whole answer, even across a reload
-    return await _evaluate(body, caller, _Loader(session), services, bundle, ip)
+    return await _evaluate(body, _asker(caller), _Loader(session), services, bundle, ip)
 
 
 @router.post(
@@ -252,14 +228,14 @@ async def check(
 )
 async def check_batch(
     body: BatchCheckRequest,
-    caller: CallerDep,
+    caller: AnyCaller,
     services: ServicesDep,
     session: SessionDep,
     ip: ClientIP,
 ) -> BatchCheckResult:
-    bundle, loader = services.policies.bundle, _Loader(session)
+    bundle, loader, asker = services.policies.bundle, _Loader(session), _asker(caller)
     results = [
-        await _evaluate(item, caller, loader, services, bundle, ip, index)
+        await _evaluate(item, asker, loader, services, bundle, ip, index)
         for index, item in enumerate(body.checks)
     ]
     return BatchCheckResult(results=results)

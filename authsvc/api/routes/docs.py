@@ -54,22 +54,6 @@ _DOCS: dict[tuple[str, str], tuple[str, str]] = {
         "400 `RESET_PASSWORD_BAD_TOKEN` for an invalid, expired or used token; "
         "`RESET_PASSWORD_INVALID_PASSWORD` with the policy's reason.",
     ),
-    ("GET", "/me"): ("The current user", "Needs a bearer access token."),
-    ("PATCH", "/me"): (
-        "Update the current user",
-        "Email and password only. A new `password` or `email` needs the right "
-        "`current_password` (401 `CURRENT_PASSWORD_INVALID`); `is_active`, `is_superuser` and "
-        "`is_verified` cannot be changed on oneself (422 `USER_FIELD_READ_ONLY`). A new email "
-        "is unverified and gets a verification token, the account's other sessions end, the "
-        "old address gets a notice with a token for `POST /auth/revert-email`, and the change "
-        "is audited.",
-    ),
-    ("GET", "/{id}"): ("Get a user (superuser)", "404 for an unknown or malformed id."),
-    ("PATCH", "/{id}"): (
-        "Update a user (superuser)",
-        "May set `is_active`, `is_superuser`, `is_verified`, email and password.",
-    ),
-    ("DELETE", "/{id}"): ("Delete a user (superuser)", "204 on success, 404 if unknown."),
 }
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.api.errors import error_responses
-from authsvc.authz.deps import require_permissions
+from authsvc.api.guards import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.errors import Conflict
 from authsvc.security.keys import SigningKey

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,16 +14,16 @@ from sqlalchemy import select
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.api.errors import error_responses
-from authsvc.authz.deps import require_permissions
+from authsvc.api.guards import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.authz.permissions import PERMISSION_NAME
 from authsvc.authz.power import Power
 from authsvc.db.models import OAuthClient, Session
 from authsvc.db.repositories import sessions as sessions_repo
 from authsvc.errors import NotFound
-from authsvc.security.tokens import InvalidTokenError
 from authsvc.services import clients
 from authsvc.services.authz import AuthzService
+from authsvc.services.callers import Anonymous
 from authsvc.services.container import AppServices
 from authsvc.services.sessions import hash_refresh_token
 
@@ -38,24 +39,11 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 async def _access_token_state(
     services: AppServices, db: SessionDep, token: str
-) -> dict[str, Any] | None:
-    """The claims of an access token our guards would accept right now, else None."""
-    try:
-        claims = services.codec.verify(token)
-    except InvalidTokenError:
-        return None
-    if clients.is_service_token(claims):  # its client must exist and not have revoked it
-        return claims if await clients.token_client(db, claims) is not None else None
-    try:
-        user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
-    except ValueError:
-        return None
-    user, login = await sessions_repo.user_with_session(db, user_id, session_id)
-    if user is None or not user.is_active or not sessions_repo.is_live(login):
-        return None
-    if claims.get("ver") != user.authz_version:
-        return None
-    return claims
+) -> Mapping[str, Any] | None:
+    """The claims of an access token the guards would accept right now, else None: the same
+    resolver, so introspection and the routes never disagree."""
+    caller = await services.callers.resolve(db, token)
+    return None if isinstance(caller, Anonymous) else caller.claims
 
 
 async def _authenticated_client(
@@ -129,10 +117,7 @@ async def revoke(
     # §2.1: the hint only saves a lookup; every kind of token is tried whatever it says.
     given = clients.credentials(request.headers.get("authorization"), client_id, client_secret)
     requester = await clients.authenticate(db, *given) if given is not None else None
-    try:
-        claims: dict[str, Any] | None = services.codec.verify(token)
-    except InvalidTokenError:
-        claims = None
+    claims = services.callers.claims(token)
     if claims is not None and clients.is_service_token(claims):
         await clients.revoke_service_token(db, requester, claims)
         return Response(status_code=200, headers=_NO_STORE)

@@ -11,16 +11,7 @@ from sqlalchemy import select
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.api.errors import error_responses
-from authsvc.authz.deps import (
-    Authorized,
-    authorize,
-    enforce,
-    evaluate,
-    policy_doc,
-    require_permissions,
-    role_resource,
-    role_target,
-)
+from authsvc.api.guards import authorize, policy_doc, require_permissions, role_resource
 from authsvc.authz.engine import Principal
 from authsvc.authz.permissions import PERMISSION_NAME
 from authsvc.db.models import Permission, Role, User, user_roles
@@ -41,6 +32,7 @@ from authsvc.schemas.authz import (
 )
 from authsvc.services.authz import AuthzService
 from authsvc.services.container import AppServices
+from authsvc.services.decisions import Authorized, enforce, evaluate, role_target
 
 router = APIRouter()
 

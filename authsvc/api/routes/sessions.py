@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
-from authsvc.authz.deps import CurrentPrincipal, require_permissions
+from authsvc.api.guards import CurrentPrincipal, require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.db.models import Session
 from authsvc.db.repositories import sessions as repo

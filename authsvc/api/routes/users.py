@@ -11,15 +11,7 @@ from fastapi_users import exceptions
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
 from authsvc.api.errors import error_responses
-from authsvc.authz.deps import (
-    Authorized,
-    authorize,
-    enforce,
-    evaluate,
-    policy_doc,
-    require_permissions,
-    user_resource,
-)
+from authsvc.api.guards import authorize, policy_doc, require_permissions, user_resource
 from authsvc.authz.engine import Principal
 from authsvc.db.models import User
 from authsvc.db.repositories.users import UserCursor, UserFilter, list_users
@@ -27,6 +19,7 @@ from authsvc.errors import BadRequest, InvalidInput
 from authsvc.schemas.users import AdminUserUpdate, UserPage, UserRead
 from authsvc.services.authz import AuthzService
 from authsvc.services.container import AppServices
+from authsvc.services.decisions import Authorized, enforce, evaluate
 from authsvc.services.policies import validate_attributes
 
 router = APIRouter(tags=["users"])
