@@ -10,19 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.openapi_helpers import fetch_document as _document
+from tests.openapi_helpers import responses as _responses
+
 ERROR_BODY = "#/components/schemas/ErrorBody"
-
-
-async def _document(client: httpx.AsyncClient) -> dict[str, Any]:
-    response = await client.get("/openapi.json")
-    assert response.status_code == 200
-    document: dict[str, Any] = response.json()
-    return document
-
-
-def _responses(document: dict[str, Any], method: str, path: str) -> dict[str, Any]:
-    answers: dict[str, Any] = document["paths"][path][method.lower()]["responses"]
-    return answers
 
 
 # --- 405 and 404: our error shape, and an Allow header naming every method of the path -------
