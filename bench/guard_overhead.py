@@ -3,9 +3,11 @@
 Builds the real app (SQLite in a temporary folder, rate limits off), adds two routes that do
 nothing, one open and one behind ``require_permissions("users:read")``, logs in a user who holds
 the permission through the ``admin`` role, and calls both in-process (httpx ASGITransport, no
-sockets), alternating, so both see the same machine conditions. The guard verifies the token's
-signature and claims, reads the user row (active? current ``authz_version``?) and checks the
-permission. ``GET /users/me`` (fastapi-users' own authentication) is measured alongside.
+sockets), alternating, so both see the same machine conditions. The guard asks the caller
+resolver (``services/callers.py``) once: it verifies the token's signature and claims, reads the
+user and session rows in one query (active? session live? current ``authz_version``?), and the
+guard checks the permission. ``GET /users/me`` (the same resolver, plus the per-caller rate-limit
+dependency every API route has; limits are off here) is measured alongside.
 
     python bench/guard_overhead.py [--requests 2000] [--algorithm RS256|ES256]
 """
