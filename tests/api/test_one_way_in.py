@@ -319,3 +319,45 @@ async def test_undeclared_methods_are_405_in_the_documented_shape(
             elif problems := schema_problems(document, error_body, response.json()):
                 wrong.append(f"{method} {path}: {problems[0]}")
     assert not wrong, "\n".join(wrong)
+
+
+# --- service (client_credentials) tokens -------------------------------------------------------
+
+# The decision API is the one guarded place a service client may call (with its own token).
+SERVICE_ROUTES = {("POST", "/authz/check"), ("POST", "/authz/check/batch")}
+
+
+async def test_service_tokens_are_refused_the_same_way_on_user_routes(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """A valid service token: 403 ``USER_TOKEN_REQUIRED`` on every route for users (never a
+    401: the token is good, the route is not for it). A revoked one: 401 ``TOKEN_REVOKED`` on
+    every guarded route, the decision API included."""
+    from tests.api.test_oauth import register_client
+    from tests.api.test_revocation_cc import service_token
+
+    created = await register_client(client, admin_headers, permissions=["authz:check"])
+    valid = bearer(await service_token(client, created))
+    revoked_token = await service_token(client, created)
+    revoked = await client.post(
+        "/auth/revoke",
+        data={"token": revoked_token, "client_id": created["id"],
+              "client_secret": created["client_secret"]},
+    )  # fmt: skip
+    assert revoked.status_code == 200, revoked.text
+    guarded = [op for op in operations(await fetch_document(client)) if op.guarded]
+    wrong: list[str] = []
+    for operation in guarded:
+        response = await call(client, operation, valid)
+        code = response.json().get("detail", {}).get("code")
+        if (operation.method, operation.path) in SERVICE_ROUTES:
+            if response.status_code in (401, 403):  # no body: 422, never a refusal
+                wrong.append(f"{operation} valid: {response.status_code} {code}")
+        elif (response.status_code, code) != (403, "USER_TOKEN_REQUIRED"):
+            wrong.append(f"{operation} valid: {response.status_code} {code}")
+        response = await call(client, operation, bearer(revoked_token))
+        problems = refusal_problems(response, "revoked")
+        if problems:
+            wrong.append(f"{operation} revoked: {'; '.join(problems)}")
+    assert SERVICE_ROUTES <= {(op.method, op.path) for op in guarded}
+    assert not wrong, "\n".join(wrong)
