@@ -53,6 +53,12 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
 from authsvc.services.authz import sync_builtin
 from authsvc.services.container import AppServices, RateRules
+from authsvc.services.grants import (
+    ClientCredentialsGrant,
+    GrantRegistry,
+    PasswordGrant,
+    RefreshTokenGrant,
+)
 from authsvc.services.policies import PolicyStore
 from authsvc.services.sessions import SessionPolicy
 from authsvc.services.tokens import AccessTokenStrategy
@@ -157,6 +163,8 @@ def build_services(settings: Settings) -> AppServices:
             reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
             reuse_grace_max=settings.refresh_reuse_grace_max,
         ),
+        # One line a grant type; discovery lists them in this order.
+        grants=GrantRegistry([PasswordGrant(), RefreshTokenGrant(), ClientCredentialsGrant()]),
     )
 
 

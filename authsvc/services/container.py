@@ -15,6 +15,7 @@ from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
+from authsvc.services.grants.base import GrantRegistry
 from authsvc.services.policies import PolicyStore
 from authsvc.services.sessions import SessionPolicy
 
@@ -57,3 +58,5 @@ class AppServices:
     keystore: KeyStore | None
     metrics: Metrics
     policies: PolicyStore
+    # The token endpoint's grant types (and discovery's grant_types_supported).
+    grants: GrantRegistry
