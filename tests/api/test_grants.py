@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import httpx
@@ -15,6 +16,7 @@ from sqlalchemy import event, func, insert, select
 
 from authsvc.authz.engine import token_permissions
 from authsvc.db.models import (
+    OAuthClient,
     Permission,
     RefreshToken,
     Role,
@@ -27,6 +29,15 @@ from authsvc.db.models import (
 from authsvc.db.repositories import roles as roles_repo
 from authsvc.services.authz import grants_for
 from authsvc.services.container import AppServices
+from authsvc.services.grants import (
+    ClientCredentialsGrant,
+    GrantContext,
+    GrantRegistry,
+    PasswordGrant,
+    RefreshTokenGrant,
+    TokenRequest,
+)
+from authsvc.services.issuer import IssuedTokens
 from tests.conftest import PASSWORD, TEST_CLIENT_IP, MakeUser
 
 
@@ -300,3 +311,65 @@ async def test_statements_per_grant(
             f"\n[{services.engine.dialect.name}] statements: password grant {len(login)}, "
             f"refresh grant {len(rotation)}"
         )
+
+
+# --- grants are plug-ins ----------------------------------------------------------------------
+
+
+class DemoGrant:
+    """An extension grant (RFC 6749 §4.5) as a later module would add one."""
+
+    grant_type = "urn:example:params:oauth:grant-type:demo"
+
+    async def exchange(self, request: TokenRequest, context: GrantContext) -> IssuedTokens:
+        name = request.required("demo_client", 64)
+        return await context.issuer.for_client(OAuthClient(id=name, name=name, permissions=[]))
+
+
+def with_grants(app: FastAPI, registry: GrantRegistry) -> AppServices:
+    services: AppServices = app.state.services
+    app.state.services = replace(services, grants=registry)
+    return services
+
+
+async def test_a_new_grant_is_one_class_and_one_registry_entry(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    services = with_grants(
+        app,
+        GrantRegistry(
+            [PasswordGrant(), RefreshTokenGrant(), ClientCredentialsGrant(), DemoGrant()]
+        ),
+    )
+    form = {"grant_type": DemoGrant.grant_type, "demo_client": "svc-demo"}
+    response = await client.post("/auth/token", data=form)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert "refresh_token" not in response.json()
+    claims = services.codec.verify(response.json()["access_token"])
+    assert (claims["sub"], claims["client_id"]) == ("svc-demo", "svc-demo")
+    assert services.metrics.tokens.labels(DemoGrant.grant_type)._value.get() == 1
+
+    missing = await client.post("/auth/token", data={"grant_type": DemoGrant.grant_type})
+    assert missing.status_code == 400
+    assert missing.json()["error"] == "invalid_request"
+    assert "demo_client" in missing.json()["error_description"]
+
+    metadata = (await client.get("/.well-known/oauth-authorization-server")).json()
+    assert metadata["grant_types_supported"][-1] == DemoGrant.grant_type
+
+
+async def test_an_unregistered_grant_is_unsupported(
+    app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    with_grants(app, GrantRegistry([RefreshTokenGrant()]))
+    await make_user("no-password@example.com")
+    response = await client.post("/auth/token", data=password_form("no-password@example.com"))
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+    assert response.json()["detail"]["code"] == "UNSUPPORTED_GRANT_TYPE"
+
+
+def test_a_grant_type_is_registered_once() -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        GrantRegistry([PasswordGrant(), PasswordGrant()])
