@@ -61,8 +61,8 @@ class TokenIssuer:
     ) -> IssuedToken:
         try:
             issued = self.codec.issue(subject, extra=claims, client_id=client_id)
-        except BaseException:
-            await self.db.rollback()
+        except Exception:
+            await self.db.rollback()  # the grant's writes go with the token it never got
             raise
         await self.db.commit()
         return issued
