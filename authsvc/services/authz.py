@@ -45,7 +45,7 @@ async def grants_for(session: AsyncSession, user: User) -> Grants:
     """One query (``roles.effective_grants``), not the whole role graph: this runs on every
     sign-in and refresh. Superuser flag and version as of that query, like the roles."""
     found = await repo.effective_grants(session, user.id)
-    if found is None:  # deleted meanwhile: whatever is issued next fails on the missing row
+    if found is None:  # deleted since it was loaded: no roles, only the loaded flags
         return Grants([], token_permissions(user.is_superuser, ()), user.authz_version)
     permissions = token_permissions(found.is_superuser, found.permissions)
     return Grants(sorted(found.roles), permissions, found.authz_version)
