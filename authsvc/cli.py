@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from authsvc.authz.cedar import PolicyBundle, PolicyLoadError
-from authsvc.config import Settings, get_settings
+from authsvc.config import Settings, get_settings, issuer_for_bind
 from authsvc.security.keys import KeyLoadError
 
 log = logging.getLogger("authsvc")
@@ -140,10 +140,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     # The schema is current now; workers need not each run the migrations again.
     os.environ["AUTHSVC_MIGRATE_ON_START"] = "false"
+    issuer = settings.issuer
+    if not settings.issuer_configured:
+        # Where this server listens, not a fixed port 8000 it may not be on. Workers read
+        # their settings afresh (main.app_factory): they learn it from the environment.
+        issuer = issuer_for_bind(args.host, args.port)
+        os.environ["AUTHSVC_ISSUER"] = issuer
     log.info(
-        "serving on http://%s:%d (database %s, %d worker(s))",
+        "serving on http://%s:%d (issuer %s, database %s, %d worker(s))",
         args.host,
         args.port,
+        issuer,
         settings.database_backend,
         args.workers,
     )

@@ -22,6 +22,28 @@ PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "please-
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# The issuer when nobody set one and no ``authsvc serve`` derived one (an app built in-process).
+DEFAULT_ISSUER = "http://127.0.0.1:8000"
+
+
+def issuer_for_bind(host: str, port: int) -> str:
+    """The issuer of a service nobody gave one: where ``authsvc serve`` listens.
+
+    A wildcard bind (``0.0.0.0``, ``::``, empty) is no address a client could reach, so it
+    becomes ``127.0.0.1`` (a dual-stack ``::`` bind accepts IPv4 too): the same issuer as
+    before for ``--port 8000``, the Docker image's bind. An IPv6 literal gets its brackets
+    (RFC 3986 §3.2.2); a host name stays as given.
+    """
+    try:
+        address = ipaddress.ip_address(host.strip("[]")) if host else None
+    except ValueError:
+        return f"http://{host}:{port}"  # a name, e.g. localhost
+    if address is None or address.is_unspecified:
+        return f"http://127.0.0.1:{port}"
+    if address.version == 6:
+        return f"http://[{address.compressed}]:{port}"
+    return f"http://{address}:{port}"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -42,7 +64,8 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
 
     # Tokens
-    issuer: str = "http://127.0.0.1:8000"
+    # Unset, ``authsvc serve`` derives it from --host/--port (``issuer_for_bind``).
+    issuer: str = DEFAULT_ISSUER
     access_token_audience: str = "authsvc"
     access_token_lifetime_seconds: int = Field(default=900, ge=30, le=86_400)
     client_id: str = "authsvc"
@@ -170,6 +193,11 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
+
+    @property
+    def issuer_configured(self) -> bool:
+        """AUTHSVC_ISSUER was set (environment, ``.env`` or an argument), even to the default."""
+        return "issuer" in self.model_fields_set
 
     @property
     def resolved_database_url(self) -> str:

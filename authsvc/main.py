@@ -43,6 +43,7 @@ from authsvc.notify.outbox import Outbox
 from authsvc.notify.smtp import SmtpNotifier
 from authsvc.observability import JsonFormatter, Metrics, RequestContext
 from authsvc.ratelimit.limiter import RateLimiter
+from authsvc.ratelimit.rules import RateRules
 from authsvc.schemas.users import UserCreate, UserRead
 from authsvc.security.keys import KeyRing, load_or_create_signing_key
 from authsvc.security.keystore import KeyStore
@@ -51,7 +52,13 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
 from authsvc.services.authz import sync_builtin
 from authsvc.services.callers import CallerResolver
-from authsvc.services.container import AppServices, RateRules
+from authsvc.services.container import AppServices
+from authsvc.services.grants import (
+    ClientCredentialsGrant,
+    GrantRegistry,
+    PasswordGrant,
+    RefreshTokenGrant,
+)
 from authsvc.services.policies import PolicyStore
 from authsvc.services.sessions import SessionPolicy
 
@@ -157,6 +164,8 @@ def build_services(settings: Settings) -> AppServices:
             reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
             reuse_grace_max=settings.refresh_reuse_grace_max,
         ),
+        # One line a grant type; discovery lists them in this order.
+        grants=GrantRegistry([PasswordGrant(), RefreshTokenGrant(), ClientCredentialsGrant()]),
     )
 
 

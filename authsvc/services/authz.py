@@ -42,10 +42,13 @@ class Grants:
 
 
 async def grants_for(session: AsyncSession, user: User) -> Grants:
-    graph = await repo.load_graph(session)
-    assigned = await repo.user_role_names(session, user.id)
-    permissions = token_permissions(user.is_superuser, graph.effective(assigned))
-    return Grants(sorted(graph.effective_roles(assigned)), permissions, user.authz_version)
+    """One query (``roles.effective_grants``), not the whole role graph: this runs on every
+    sign-in and refresh. Superuser flag and version as of that query, like the roles."""
+    found = await repo.effective_grants(session, user.id)
+    if found is None:  # deleted since it was loaded: no roles, only the loaded flags
+        return Grants([], token_permissions(user.is_superuser, ()), user.authz_version)
+    permissions = token_permissions(found.is_superuser, found.permissions)
+    return Grants(sorted(found.roles), permissions, found.authz_version)
 
 
 async def sync_builtin(session: AsyncSession, default_role: str | None) -> None:

@@ -15,6 +15,11 @@ round. A replay past either bound is refused (``REFRESH_TOKEN_REUSE_LIMIT``) but
 nothing: a careful thief stays within any bound, so ending the session there would catch only
 clumsy ones while signing out the owner whose many tabs refreshed at once; the bounds are what
 stop the multiplication, and a replay after the window still revokes the whole session.
+
+``start`` and ``rotate`` leave their writes uncommitted on success: the token issuer commits
+them with the access token signed (``services.issuer``), so a failure before the answer
+leaves no session nobody received and spends no token. Their refusals that revoke commit
+here: a revocation must stick although the request fails.
 """
 
 from __future__ import annotations
@@ -76,8 +81,7 @@ class SessionService:
         self.db.add(session)
         await self.db.flush()
         token = await self._mint(session)
-        await self.db.commit()
-        return session, token
+        return session, token  # uncommitted: see the module docstring
 
     async def rotate(self, presented: str) -> Refreshed:
         stored = await repo.by_token_hash(self.db, hash_refresh_token(presented))
@@ -102,8 +106,7 @@ class SessionService:
             await self._replay(stored, session, now)
         session.last_used_at = now
         token = await self._mint(session)
-        await self.db.commit()
-        return Refreshed(user, session, token)
+        return Refreshed(user, session, token)  # uncommitted: see the module docstring
 
     async def _replay(self, stored: RefreshToken, session: Session, now: datetime) -> None:
         """A spent token again: honoured inside the grace window up to the bound, refused past

@@ -156,6 +156,7 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("DELETE", "/users/{user_id}/sessions"),
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/.well-known/openid-configuration"),
+        ("GET", "/.well-known/oauth-authorization-server"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),

@@ -35,6 +35,7 @@ def test_readme_route_table_matches_the_code(app: FastAPI) -> None:
 def test_every_route_is_public_signed_in_or_permission_guarded(app: FastAPI) -> None:
     public = {
         "/healthz", "/readyz", "/.well-known/jwks.json", "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
         "/auth/token", "/auth/register", "/auth/introspect", "/auth/revoke", "/metrics",
         "/auth/request-verify-token", "/auth/verify", "/auth/forgot-password",
         "/auth/reset-password", "/auth/revert-email",

@@ -122,3 +122,13 @@ def test_empty_environment_values_mean_unset(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("AUTHSVC_SMTP_USERNAME", "")
     settings = Settings(_env_file=None)
     assert settings.key_encryption_key is None and settings.smtp_username is None
+
+
+def test_an_issuer_counts_as_configured_only_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``authsvc serve`` derives the issuer from its bind only when nobody set one."""
+    assert not Settings(_env_file=None).issuer_configured
+    monkeypatch.setenv("AUTHSVC_ISSUER", "")  # empty means unset
+    assert not Settings(_env_file=None).issuer_configured
+    monkeypatch.setenv("AUTHSVC_ISSUER", "http://127.0.0.1:8000")  # the default, but chosen
+    assert Settings(_env_file=None).issuer_configured
+    assert Settings(_env_file=None, issuer="https://auth.example.com").issuer_configured

@@ -1,5 +1,6 @@
-"""``POST /auth/token``: the OAuth2 password grant (RFC 6749 §4.3) and refresh (§6);
-``POST /auth/revert-email``: undo an email change from the old address."""
+"""``POST /auth/token``: the OAuth2 token endpoint (RFC 6749 §3.2), dispatching to the grant
+registry (``services.grants``); ``POST /auth/revert-email``: undo an email change from the old
+address."""
 
 from __future__ import annotations
 
@@ -7,59 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import OAuth2PasswordRequestForm
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
 from authsvc.api.errors import error_responses
-from authsvc.db.models import Session, User
-from authsvc.errors import OAuthError
 from authsvc.schemas.tokens import OAuthErrorBody, TokenResponse
 from authsvc.schemas.users import RevertEmailRequest
-from authsvc.security.identifiers import normalize_email
-from authsvc.services import clients
-from authsvc.services.authz import grants_for
-from authsvc.services.container import AppServices
-from authsvc.services.sessions import SessionService
+from authsvc.services.grants import GrantContext, token_request
+from authsvc.services.issuer import TokenIssuer
 
 router = APIRouter(tags=["auth"])
 
-_MAX_USERNAME = 320
-_MAX_PASSWORD = 4096
-_MAX_REFRESH = 256
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
-
-
-def _required(name: str, value: str | None, max_length: int) -> str:
-    if not value:
-        raise OAuthError("invalid_request", f"The {name} parameter is required.")
-    if len(value) > max_length:
-        raise OAuthError("invalid_request", f"The {name} parameter is too long.")
-    return value
-
-
-async def _token_response(
-    services: AppServices,
-    db: SessionDep,
-    user: User,
-    session: Session,
-    refresh_token: str,
-    grant: str,
-) -> JSONResponse:
-    services.metrics.tokens.labels(grant).inc()
-    grants = await grants_for(db, user)
-    issued = services.codec.issue(
-        str(user.id),
-        extra={
-            "roles": grants.roles,
-            "permissions": grants.permissions,
-            "ver": grants.version,
-            "sid": str(session.id),
-        },
-    )
-    body = TokenResponse(
-        access_token=issued.token, expires_in=issued.expires_in, refresh_token=refresh_token
-    )
-    return JSONResponse(body.model_dump(), headers=_NO_STORE)
 
 
 @router.post(
@@ -87,6 +46,8 @@ async def token(
     db: SessionDep,
     user_manager: UserManagerDep,
     ip: ClientIP,
+    # Declared for the OpenAPI form schema and FastAPI's type checks only: the grants read
+    # the parsed form itself, so a new grant's parameters need no change here.
     grant_type: Annotated[str | None, Form()] = None,
     username: Annotated[str | None, Form()] = None,
     password: Annotated[str | None, Form()] = None,
@@ -95,54 +56,29 @@ async def token(
     client_secret: Annotated[str | None, Form()] = None,
     scope: Annotated[str, Form()] = "",
 ) -> JSONResponse:
-    grant = _required("grant_type", grant_type, 64)
-    if grant == "client_credentials":
-        given = clients.credentials(request.headers.get("authorization"), client_id, client_secret)
-        if given is None:
-            raise clients.invalid_client()
-        services.limiter.hit(services.rules.login_ip, ip)
-        client = await clients.authenticate(db, *given)
-        issued = services.codec.issue(
-            client.id,
-            client_id=client.id,
-            extra={"roles": [], "permissions": client.permissions, "ver": 0},
-        )
-        services.metrics.tokens.labels(grant).inc()
-        # RFC 6749 §4.4.3: no refresh token for the client credentials grant.
-        body = TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
-        return JSONResponse(body.model_dump(exclude_none=True), headers=_NO_STORE)
-    sessions = SessionService(db, services.session_policy)
-    if grant == "refresh_token":
-        presented = _required("refresh_token", refresh_token, _MAX_REFRESH)
-        services.limiter.hit(services.rules.login_ip, ip)
-        refreshed = await sessions.rotate(presented)
-        return await _token_response(
-            services, db, refreshed.user, refreshed.session, refreshed.refresh_token, grant
-        )
-    if grant != "password":
-        raise OAuthError("unsupported_grant_type", f"Grant type {grant[:64]!r} is not supported.")
-    email = _required("username", username, _MAX_USERNAME)
-    secret = _required("password", password, _MAX_PASSWORD)
-
-    # Counted before the password is checked: the limits also shield the hasher.
-    services.limiter.hit(services.rules.login_ip, ip)
-    # The key the account lookup matches on (UserDatabase.get_by_email): every spelling that
-    # reaches an account counts against that account's limit.
-    services.limiter.hit(services.rules.login_username, normalize_email(email))
-
-    user = await user_manager.authenticate(
-        OAuth2PasswordRequestForm(username=email, password=secret, scope=scope)
+    form = await request.form()  # parsed once already (FastAPI's), cached on the request
+    asked = token_request(
+        {name: value for name, value in form.items() if isinstance(value, str)},
+        authorization=request.headers.get("authorization"),
+        client_ip=ip,
+        user_agent=request.headers.get("user-agent"),
     )
-    if user is None or not user.is_active:
-        services.metrics.logins.labels("failure").inc()
-        # One answer for unknown email, wrong password and inactive account.
-        raise OAuthError(
-            "invalid_grant", "Incorrect email or password.", code="LOGIN_BAD_CREDENTIALS"
-        )
-    session, new_refresh = await sessions.start(user, ip, request.headers.get("user-agent"))
-    await user_manager.on_after_login(user, request)
-    services.metrics.logins.labels("success").inc()
-    return await _token_response(services, db, user, session, new_refresh, grant)
+    context = GrantContext(
+        db=db,
+        users=user_manager,
+        issuer=TokenIssuer(db, services.codec),
+        limiter=services.limiter,
+        rules=services.rules,
+        metrics=services.metrics,
+        session_policy=services.session_policy,
+    )
+    issued = await services.grants.exchange(asked, context)
+    body = TokenResponse(
+        access_token=issued.access_token,
+        expires_in=issued.expires_in,
+        refresh_token=issued.refresh_token,
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), headers=_NO_STORE)
 
 
 @router.post(

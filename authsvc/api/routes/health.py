@@ -1,4 +1,4 @@
-"""Liveness and readiness probes, and the public key set."""
+"""Liveness and readiness probes, the public key set and the authorization server metadata."""
 
 from __future__ import annotations
 
@@ -72,23 +72,38 @@ async def jwks(services: ServicesDep) -> JSONResponse:
     return JwkSetResponse(services.keys.jwks(), headers=_CACHE)
 
 
+_METADATA_DESCRIPTION = (
+    "Where the token endpoint and the JWKS are, and what they support: the grant types are the "
+    "token endpoint's registered grants. `issuer` is the configured public issuer "
+    "(`AUTHSVC_ISSUER`; unset, where `authsvc serve` listens). Token verifiers discover the "
+    "JWKS from here (`authsvc.client.TokenVerifier` does). The same document answers at "
+    "`/.well-known/oauth-authorization-server` (RFC 8414 §3) and "
+    "`/.well-known/openid-configuration` (the OpenID Connect Discovery location, which many "
+    "clients ask). Not rate-limited; cacheable for 5 minutes (`Cache-Control`)."
+)
+
+
+@keys.get(
+    "/.well-known/oauth-authorization-server",
+    summary="Authorization server metadata at its RFC 8414 §3 location",
+    description=_METADATA_DESCRIPTION,
+)
 @keys.get(
     "/.well-known/openid-configuration",
     summary="Authorization server metadata (RFC 8414)",
-    description="Where the token endpoint and the JWKS are, and what they support. Token "
-    "verifiers discover the JWKS from here (`authsvc.client.TokenVerifier` does). Not "
-    "rate-limited; cacheable for 5 minutes (`Cache-Control`).",
+    description=_METADATA_DESCRIPTION,
 )
 async def metadata(services: ServicesDep) -> JSONResponse:
-    issuer = services.settings.issuer.rstrip("/")
+    issuer = services.settings.issuer
+    base = issuer.rstrip("/")
     algorithms = sorted({key["alg"] for key in services.keys.jwks()["keys"]})
     body = {
-        "issuer": services.settings.issuer,
-        "token_endpoint": f"{issuer}/auth/token",
-        "introspection_endpoint": f"{issuer}/auth/introspect",
-        "revocation_endpoint": f"{issuer}/auth/revoke",
-        "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        "issuer": issuer,  # RFC 8414 §3.3: identical to the issuer the client expects
+        "token_endpoint": f"{base}/auth/token",
+        "introspection_endpoint": f"{base}/auth/introspect",
+        "revocation_endpoint": f"{base}/auth/revoke",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "grant_types_supported": services.grants.grant_types,
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": [
             "none",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.authz.engine import RoleGraph, RoleNode
@@ -32,6 +33,57 @@ async def load_graph(session: AsyncSession) -> RoleGraph:
             name: RoleNode(name, frozenset(perms[role_id]), frozenset(parents[role_id]))
             for role_id, name in names.items()
         }
+    )
+
+
+@dataclass(frozen=True)
+class EffectiveGrants:
+    """A user's roles (held and inherited), the permissions they grant, and the account's
+    ``authz_version`` and superuser flag as of the same read."""
+
+    roles: frozenset[str]
+    permissions: frozenset[str]
+    authz_version: int
+    is_superuser: bool
+
+
+async def effective_grants(session: AsyncSession, user_id: uuid.UUID) -> EffectiveGrants | None:
+    """One statement, whatever the depth of the hierarchy: a recursive CTE walks from the
+    user's roles up through their parents. UNION (not UNION ALL) drops rows already found,
+    so the walk ends even on a parent cycle, which writes refuse but the data could hold.
+    The version comes from the same statement, hence the same snapshot as the roles: a
+    token never claims a version newer than the roles it lists. None: no such user."""
+    held = (
+        select(user_roles.c.role_id.label("role_id"))
+        .where(user_roles.c.user_id == user_id)
+        .cte("held_roles", recursive=True)
+    )
+    held = held.union(
+        select(role_parents.c.parent_id).join(held, role_parents.c.role_id == held.c.role_id)
+    )
+    query = (
+        select(
+            _users.authz_version,
+            _users.is_superuser,
+            Role.name.label("role"),
+            Permission.name.label("permission"),
+        )
+        .select_from(User)
+        # The user's row even without roles: their version still counts.
+        .outerjoin(held, true())
+        .outerjoin(Role, Role.id == held.c.role_id)
+        .outerjoin(role_permissions, role_permissions.c.role_id == Role.id)
+        .outerjoin(Permission, Permission.id == role_permissions.c.permission_id)
+        .where(_users.id == user_id)
+    )
+    rows = (await session.execute(query)).all()
+    if not rows:
+        return None
+    return EffectiveGrants(
+        roles=frozenset(row.role for row in rows if row.role is not None),
+        permissions=frozenset(row.permission for row in rows if row.permission is not None),
+        authz_version=rows[0].authz_version,
+        is_superuser=rows[0].is_superuser,
     )
 
 
