@@ -51,9 +51,9 @@ from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
-from authsvc.services.authz import sync_builtin
 from authsvc.services.container import AppServices, RateRules
 from authsvc.services.policies import PolicyStore
+from authsvc.services.roles import sync_builtin
 from authsvc.services.sessions import SessionPolicy
 from authsvc.services.tokens import AccessTokenStrategy
 

@@ -39,7 +39,6 @@ from authsvc.db.repositories import roles as roles_repo
 from authsvc.db.repositories.sessions import is_live, user_with_session
 from authsvc.errors import Forbidden, NotFound, Unauthorized
 from authsvc.security.tokens import InvalidTokenError
-from authsvc.services.authz import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.policies import (
     AUDIT_LOG_ID,
@@ -47,6 +46,7 @@ from authsvc.services.policies import (
     principal_entities,
     stored_user_entities,
 )
+from authsvc.services.roles import grants_for
 
 TOKEN_URL = "auth/token"
 # Same class and URL as fastapi-users' BearerTransport: one security scheme in OpenAPI.

@@ -17,8 +17,8 @@ from authsvc.schemas.tokens import OAuthErrorBody, TokenResponse
 from authsvc.schemas.users import RevertEmailRequest
 from authsvc.security.identifiers import normalize_email
 from authsvc.services import clients
-from authsvc.services.authz import grants_for
 from authsvc.services.container import AppServices
+from authsvc.services.roles import grants_for
 from authsvc.services.sessions import SessionService
 
 router = APIRouter(tags=["auth"])

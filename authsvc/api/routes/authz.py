@@ -45,9 +45,9 @@ from authsvc.schemas.policies import (
 )
 from authsvc.security.tokens import InvalidTokenError
 from authsvc.services import clients
-from authsvc.services.authz import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.policies import AUDIT_LOG_ID, principal_entities, stored_user_entities
+from authsvc.services.roles import grants_for
 
 router = APIRouter(tags=["authz"])
 

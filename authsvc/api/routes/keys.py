@@ -14,7 +14,7 @@ from authsvc.authz.deps import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.errors import Conflict
 from authsvc.security.keys import SigningKey
-from authsvc.services.authz import AuthzService
+from authsvc.services.roles import RoleService
 
 router = APIRouter(tags=["keys"])
 
@@ -70,7 +70,7 @@ async def rotate(
         )
     key = services.keystore.rotate()
     services.keys.reload()
-    audit = AuthzService(db, principal, ip)
+    audit = RoleService(db, principal, ip)
     await audit.record("key.rotate", "key", key.kid, None, {"activates_at": key.activates_at})
     await db.commit()
     return _read(key, services.keys.active.kid)

@@ -22,8 +22,8 @@ from authsvc.db.repositories import sessions as sessions_repo
 from authsvc.errors import NotFound
 from authsvc.security.tokens import InvalidTokenError
 from authsvc.services import clients
-from authsvc.services.authz import AuthzService
 from authsvc.services.container import AppServices
+from authsvc.services.roles import RoleService
 from authsvc.services.sessions import hash_refresh_token
 
 router = APIRouter(tags=["auth"])
@@ -189,7 +189,7 @@ async def create_client(
     principal: Annotated[Principal, require_permissions("clients:write")],
     ip: ClientIP,
 ) -> ClientCreated:
-    service = AuthzService(db, principal, ip)
+    service = RoleService(db, principal, ip)
     for name in body.permissions:
         await service.permission(name)  # 404 for unknown, creates known wildcards
     await service.no_escalation(Power(frozenset(body.permissions)), "give a client these")
@@ -230,7 +230,7 @@ async def delete_client(
     client = await db.get(OAuthClient, client_id)
     if client is None:
         raise NotFound("No such client.", code="CLIENT_NOT_FOUND")
-    service = AuthzService(db, principal, ip)
+    service = RoleService(db, principal, ip)
     # Taking its permissions away needs what giving them did (authz.power).
     await service.no_escalation(Power(frozenset(client.permissions)), "delete this client")
     await service.record("client.delete", "client", client.id, {"name": client.name}, None)

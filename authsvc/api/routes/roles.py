@@ -39,8 +39,8 @@ from authsvc.schemas.authz import (
     UserPermissions,
     UserRoles,
 )
-from authsvc.services.authz import AuthzService
 from authsvc.services.container import AppServices
+from authsvc.services.roles import RoleService
 
 router = APIRouter()
 
@@ -87,13 +87,13 @@ async def _may_inherit(
 
 def _service(
     session: SessionDep, principal: Principal, ip: str, services: AppServices | None = None
-) -> AuthzService:
+) -> RoleService:
     """Mutations pass ``services``: the loaded policies say which roles are powers."""
     named = services.policies.bundle.named_roles if services is not None else None
-    return AuthzService(session, principal, ip, named)
+    return RoleService(session, principal, ip, named)
 
 
-async def _read(service: AuthzService, role: Role) -> RoleRead:
+async def _read(service: RoleService, role: Role) -> RoleRead:
     return RoleRead.model_validate(await service.describe_role(role))
 
 

@@ -15,7 +15,7 @@ from authsvc.authz.engine import Principal
 from authsvc.db.models import Session
 from authsvc.db.repositories import sessions as repo
 from authsvc.errors import NotFound
-from authsvc.services.authz import AuthzService
+from authsvc.services.roles import RoleService
 from authsvc.services.sessions import SessionService
 
 auth_router = APIRouter(tags=["auth"])
@@ -92,7 +92,7 @@ async def user_sessions(
     principal: Annotated[Principal, require_permissions("users:read")],
     ip: ClientIP,
 ) -> list[SessionRead]:
-    user = await AuthzService(db, principal, ip).user(user_id)
+    user = await RoleService(db, principal, ip).user(user_id)
     return [_read(s, principal) for s in await repo.live_sessions(db, user.id)]
 
 
@@ -111,7 +111,7 @@ async def end_user_sessions(
     principal: Annotated[Principal, require_permissions("users:write")],
     ip: ClientIP,
 ) -> Response:
-    service = AuthzService(db, principal, ip, services.policies.bundle.named_roles)
+    service = RoleService(db, principal, ip, services.policies.bundle.named_roles)
     user = await service.user(user_id)
     await service.guard_target(user)
     ended = await repo.revoke_all(db, user.id, "admin")

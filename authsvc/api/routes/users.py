@@ -25,9 +25,9 @@ from authsvc.db.models import User
 from authsvc.db.repositories.users import UserCursor, UserFilter, list_users
 from authsvc.errors import BadRequest, InvalidInput
 from authsvc.schemas.users import AdminUserUpdate, UserPage, UserRead
-from authsvc.services.authz import AuthzService
 from authsvc.services.container import AppServices
 from authsvc.services.policies import validate_attributes
+from authsvc.services.roles import RoleService
 
 router = APIRouter(tags=["users"])
 
@@ -193,7 +193,7 @@ async def update_user(
     ip: ClientIP,
 ) -> UserRead:
     principal, user = allowed.principal, allowed.target.obj
-    service = AuthzService(session, principal, ip, services.policies.bundle.named_roles)
+    service = RoleService(session, principal, ip, services.policies.bundle.named_roles)
     # The own-profile policy lets anyone edit themself: then only what /users/me allows.
     own_profile = principal.user_id == user.id and not principal.has("users:write")
     if "attributes" in body.model_fields_set:
@@ -243,7 +243,7 @@ async def delete_user(
     ip: ClientIP,
 ) -> Response:
     user = allowed.target.obj
-    service = AuthzService(session, allowed.principal, ip, services.policies.bundle.named_roles)
+    service = RoleService(session, allowed.principal, ip, services.policies.bundle.named_roles)
     await service.guard_target(user)
     await service.guard_admin_change(user, is_active=False, is_superuser=None)
     await service.record("user.delete", "user", str(user.id), _snapshot(user), None)

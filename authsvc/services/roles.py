@@ -90,7 +90,7 @@ def _role_snapshot(role: Role, permissions: list[str], parents: list[str]) -> di
     }
 
 
-class AuthzService:
+class RoleService:
     def __init__(
         self,
         session: AsyncSession,
