@@ -25,9 +25,10 @@ from authsvc.authz.permissions import (
     is_valid_permission,
 )
 from authsvc.authz.power import NOTHING, Power, lacking, role_power
-from authsvc.db.models import AuditEvent, Permission, Role, User
+from authsvc.db.models import Permission, Role, User
 from authsvc.db.repositories import roles as repo
 from authsvc.errors import Conflict, Forbidden, InvalidInput, NotFound
+from authsvc.services.audit import AuditService
 
 PROTECTED_ROLES = frozenset({ADMIN_ROLE, USER_ROLE})
 
@@ -104,6 +105,7 @@ class RoleService:
         # The roles the loaded policies name (PolicyBundle.named_roles). Not given: every
         # role counts as named, the strict reading.
         self.named_roles = named_roles
+        self.audit = AuditService(session, actor, client_ip)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -396,18 +398,7 @@ class RoleService:
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
     ) -> None:
-        self.session.add(
-            AuditEvent(
-                actor_id=self.actor.user_id,
-                actor_email=self.actor.email,
-                action=action,
-                target_type=target_type,
-                target_id=target_id,
-                before=before,
-                after=after,
-                client_ip=self.client_ip,
-            )
-        )
+        self.audit.record(action, target_type, target_id, before, after)
 
     async def _commit(
         self,

@@ -12,9 +12,9 @@ from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.api.errors import error_responses
 from authsvc.authz.deps import require_permissions
 from authsvc.authz.engine import Principal
-from authsvc.errors import Conflict
 from authsvc.security.keys import SigningKey
-from authsvc.services.roles import RoleService
+from authsvc.services.audit import AuditService
+from authsvc.services.keys import KeyService
 
 router = APIRouter(tags=["keys"])
 
@@ -64,13 +64,6 @@ async def rotate(
     principal: Annotated[Principal, require_permissions("keys:write")],
     ip: ClientIP,
 ) -> KeyRead:
-    if services.keystore is None:
-        raise Conflict(
-            "A single key file is configured; rotate by replacing it.", code="KEYS_NOT_ROTATABLE"
-        )
-    key = services.keystore.rotate()
-    services.keys.reload()
-    audit = RoleService(db, principal, ip)
-    await audit.record("key.rotate", "key", key.kid, None, {"activates_at": key.activates_at})
-    await db.commit()
+    audit = AuditService(db, principal, ip)
+    key = await KeyService(services.keys, services.keystore, audit).rotate()
     return _read(key, services.keys.active.kid)

@@ -25,6 +25,7 @@ from authsvc.authz.engine import Principal
 from authsvc.authz.permissions import PERMISSION_NAME
 from authsvc.db.models import Permission, Role, User, user_roles
 from authsvc.db.repositories import roles as repo
+from authsvc.db.repositories.paging import page
 from authsvc.schemas.authz import (
     EffectivePermission,
     PermissionCreate,
@@ -102,7 +103,7 @@ async def list_roles(
     session: SessionDep, principal: RolesRead, ip: ClientIP, limit: Limit = 50, offset: Offset = 0
 ) -> RolePage:
     service = _service(session, principal, ip)
-    roles, total = await repo.page(session, select(Role).order_by(Role.name), limit=limit,
+    roles, total = await page(session, select(Role).order_by(Role.name), limit=limit,
                                    offset=offset)  # fmt: skip
     items = [await _read(service, role) for role in roles]
     return RolePage(items=items, total=total, limit=limit, offset=offset)
@@ -260,7 +261,7 @@ async def role_users(
         .where(user_roles.c.role_id == found.id)
         .order_by(User.__table__.c.email)
     )
-    users, total = await repo.page(session, query, limit=limit, offset=offset)
+    users, total = await page(session, query, limit=limit, offset=offset)
     items = [RoleMember.model_validate(user) for user in users]
     return RoleMemberPage(items=items, total=total, limit=limit, offset=offset)
 
@@ -278,7 +279,7 @@ async def list_permissions(
     query = select(Permission).order_by(Permission.name)
     if resource:
         query = query.where(Permission.name.startswith(f"{resource}:", autoescape=True))
-    items, total = await repo.page(session, query, limit=limit, offset=offset)
+    items, total = await page(session, query, limit=limit, offset=offset)
     return PermissionPage(
         items=[PermissionRead.model_validate(p) for p in items],
         total=total,
