@@ -9,7 +9,7 @@ then stop passing our guards.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,16 @@ from authsvc.authz.permissions import (
 from authsvc.authz.power import NOTHING, Power, lacking, role_power
 from authsvc.db.models import Permission, Role, User
 from authsvc.db.repositories import roles as repo
+from authsvc.db.repositories.paging import page
 from authsvc.errors import Conflict, Forbidden, InvalidInput, NotFound
 from authsvc.services.audit import AuditService
 
 PROTECTED_ROLES = frozenset({ADMIN_ROLE, USER_ROLE})
+
+# Inheriting from a role confers it, so the policies decide ``roles:assign`` on every new
+# parent. The caller's check gets the role graph and the parent's name and raises to refuse
+# (the policy engine is the API layer's; this module only says when to ask).
+ParentCheck = Callable[[RoleGraph, str], None]
 
 
 @dataclass(frozen=True)
@@ -153,11 +159,60 @@ class RoleService:
         graph = await repo.load_graph(self.session)
         return graph.effective(await repo.user_role_names(self.session, user.id))
 
+    async def user_permissions(self, user_id: uuid.UUID) -> tuple[User, dict[str, set[str]]]:
+        """The user and their effective permissions, each with the roles granting it."""
+        user = await self.user(user_id)
+        return user, await self.effective_permissions(user)
+
+    async def user_roles(self, user_id: uuid.UUID) -> list[str]:
+        """The roles assigned to the user directly, by name; 404 ``USER_NOT_FOUND``."""
+        user = await self.user(user_id)
+        return await repo.user_role_names(self.session, user.id)
+
+    async def get_role(self, ref: str) -> dict[str, Any]:
+        return await self.describe_role(await self.role(ref))
+
+    async def list_roles(self, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of roles by name, each described, and how many roles there are."""
+        roles, total = await page(self.session, repo.roles_query(), limit=limit, offset=offset)
+        return [await self.describe_role(role) for role in roles], total
+
+    async def members(self, ref: str, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
+        """A page of the users the role is assigned to directly, by email."""
+        role = await self.role(ref)
+        query = repo.members_query(role.id)
+        return await page(self.session, query, limit=limit, offset=offset)
+
+    async def list_permissions(
+        self, resource: str | None, *, limit: int, offset: int
+    ) -> tuple[Sequence[Permission], int]:
+        """A page of permissions by name, only ``resource``'s when given."""
+        query = repo.permissions_query(resource)
+        return await page(self.session, query, limit=limit, offset=offset)
+
+    async def _may_inherit(self, parents: Iterable[str], check: ParentCheck | None) -> None:
+        """Ask ``check`` about each new parent that exists (unknown names get the 404 later)."""
+        if check is None:
+            return
+        names = sorted(set(parents))
+        graph = await repo.load_graph(self.session) if names else None
+        for name in names:
+            if graph is not None and await repo.get_role(self.session, name) is not None:
+                check(graph, name)
+
     # --- roles -----------------------------------------------------------------------------
 
     async def create_role(
-        self, name: str, description: str, parents: list[str], permissions: list[str]
-    ) -> Role:
+        self,
+        name: str,
+        description: str,
+        parents: list[str],
+        permissions: list[str],
+        *,
+        may_inherit: ParentCheck | None = None,
+    ) -> dict[str, Any]:
+        """The new role, described; its parents first pass ``may_inherit``."""
+        await self._may_inherit(parents, may_inherit)
         if await repo.get_role(self.session, name) is not None:
             raise Conflict(f"A role named {name!r} exists.", code="ROLE_EXISTS")
         parent_roles = await self._roles(parents)
@@ -173,16 +228,23 @@ class RoleService:
             await repo.grant(self.session, role.id, permission.id)
         after = _role_snapshot(role, sorted(p.name for p in granted), sorted(parents))
         await self._commit("role.create", "role", role.name, None, after)
-        return role
+        return await self.describe_role(role)
 
     async def update_role(
         self,
-        role: Role,
+        ref: str,
         *,
         name: str | None,
         description: str | None,
         parents: list[str] | None,
-    ) -> Role:
+        may_inherit: ParentCheck | None = None,
+    ) -> dict[str, Any]:
+        """The role renamed, described or re-parented, described; new parents first pass
+        ``may_inherit``."""
+        role = await self.role(ref)
+        if parents is not None:
+            current = await repo.role_parent_names(self.session, role.id)
+            await self._may_inherit(set(parents) - set(current), may_inherit)
         await repo.lock_authz(self.session)
         before = await self.describe_role(role)
         admins_before = await self._admins()
@@ -215,7 +277,7 @@ class RoleService:
         await self._keep_an_admin(admins_before)
         after = await self.describe_role(role)
         await self._commit("role.update", "role", role.name, _plain(before), _plain(after))
-        return role
+        return after
 
     async def delete_role(self, role: Role, *, force: bool) -> None:
         if role.name in PROTECTED_ROLES:
@@ -238,7 +300,8 @@ class RoleService:
         await self._keep_an_admin(admins_before)
         await self._commit("role.delete", "role", role.name, before, None)
 
-    async def grant(self, role: Role, name: str) -> None:
+    async def grant(self, ref: str, name: str) -> None:
+        role = await self.role(ref)
         permission = await self.permission(name)
         await self.no_escalation(Power(frozenset({permission.name})), "grant this permission")
         if await repo.grant(self.session, role.id, permission.id):
@@ -246,7 +309,8 @@ class RoleService:
             after = {"permission": permission.name}
             await self._commit("role.grant", "role", role.name, None, after)
 
-    async def revoke(self, role: Role, name: str) -> None:
+    async def revoke(self, ref: str, name: str) -> None:
+        role = await self.role(ref)
         permission = await self.permission(name)
         if role.name == ADMIN_ROLE and permission.builtin:
             raise Conflict(
@@ -272,14 +336,16 @@ class RoleService:
 
     # --- assignments -----------------------------------------------------------------------
 
-    async def assign(self, user: User, role: Role) -> None:
+    async def assign(self, user_id: uuid.UUID, role: Role) -> None:
+        user = await self.user(user_id)
         graph = await repo.load_graph(self.session)
         await self.no_escalation(self._role_power(graph, [role.name]), "assign this role")
         if await repo.assign(self.session, user.id, role.id):
             await repo.bump_versions(self.session, user_ids=[user.id])
             await self._commit("user.role.assign", "user", str(user.id), None, {"role": role.name})
 
-    async def unassign(self, user: User, role: Role) -> None:
+    async def unassign(self, user_id: uuid.UUID, ref: str) -> None:
+        user, role = await self.user(user_id), await self.role(ref)
         await repo.lock_authz(self.session)
         graph = await repo.load_graph(self.session)
         await self.no_escalation(self._role_power(graph, [role.name]), "take this role away")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.authz.engine import RoleGraph, RoleNode
@@ -54,6 +54,28 @@ async def get_roles_by_name(session: AsyncSession, names: Iterable[str]) -> dict
 async def get_permission(session: AsyncSession, name: str) -> Permission | None:
     query = select(Permission).where(Permission.name == name)
     return (await session.scalars(query)).one_or_none()
+
+
+def roles_query() -> Select[tuple[Role]]:
+    return select(Role).order_by(Role.name)
+
+
+def members_query(role_id: uuid.UUID) -> Select[tuple[User]]:
+    """The users holding the role directly, by email."""
+    return (
+        select(User)
+        .join(user_roles, user_roles.c.user_id == _users.id)
+        .where(user_roles.c.role_id == role_id)
+        .order_by(_users.email)
+    )
+
+
+def permissions_query(resource: str | None) -> Select[tuple[Permission]]:
+    """Every permission by name, or only ``resource``'s (``resource:...``)."""
+    query = select(Permission).order_by(Permission.name)
+    if resource:
+        query = query.where(Permission.name.startswith(f"{resource}:", autoescape=True))
+    return query
 
 
 async def role_permission_names(session: AsyncSession, role_id: uuid.UUID) -> list[str]:
