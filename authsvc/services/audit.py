@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.authz.engine import Principal
 from authsvc.db.models import AuditEvent
 from authsvc.db.repositories.audit import AuditFilter, events_query
-from authsvc.db.repositories.paging import page
+from authsvc.db.repositories.roles import page
 
 __all__ = ["AuditFilter", "AuditService"]
 

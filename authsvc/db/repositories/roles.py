@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,6 +55,18 @@ async def get_roles_by_name(session: AsyncSession, names: Iterable[str]) -> dict
 async def get_permission(session: AsyncSession, name: str) -> Permission | None:
     query = select(Permission).where(Permission.name == name)
     return (await session.scalars(query)).one_or_none()
+
+
+T = TypeVar("T")
+
+
+async def page(
+    session: AsyncSession, query: Select[tuple[T]], *, limit: int, offset: int
+) -> tuple[Sequence[T], int]:
+    """One page of ``query`` and the number of rows it has in all."""
+    total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    items = (await session.scalars(query.limit(limit).offset(offset))).all()
+    return items, int(total or 0)
 
 
 def roles_query() -> Select[tuple[Role]]:
