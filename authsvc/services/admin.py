@@ -21,6 +21,7 @@ from authsvc.authz.engine import Principal
 from authsvc.config import Settings
 from authsvc.db import migrations
 from authsvc.db.models import Session, User
+from authsvc.db.repositories import roles as roles_repo
 from authsvc.db.repositories import sessions as sessions_repo
 from authsvc.db.repositories.users import UserCursor, UserFilter, UserListPage, list_users
 from authsvc.db.session import create_engine, create_sessionmaker
@@ -143,7 +144,9 @@ class UserAdminService:
         """The own-profile policy lets anyone edit themself: then only what /users/me allows."""
         return self.actor.user_id == user.id and not self.actor.has("users:write")
 
-    async def update(self, user: User, changes: AdminUserUpdate, request: Request) -> User:
+    async def update(
+        self, user: User, changes: AdminUserUpdate, request: Request | None = None
+    ) -> User:
         """Apply ``changes`` (the policies allowed them, attributes included) and audit them."""
         own_profile = self.own_profile(user)
         before = _snapshot(user)
@@ -153,7 +156,9 @@ class UserAdminService:
         await self.roles.guard_admin_change(user, changes.is_active, changes.is_superuser)
         if superuser_changes:
             # Their tokens say "permissions": ["*"] (or lack it): make them stale either way.
-            user.authz_version += 1
+            # Incremented by the database: ``user`` was read before the lock, and writing back
+            # that value + 1 could equal a version a concurrent change has issued tokens for.
+            await roles_repo.bump_versions(self.db, user_ids=[user.id])
         fields = changes.model_dump(exclude_unset=True, exclude={"password", "current_password"})
         after = {**before, **fields, "password_changed": changes.password is not None}
         self.roles.audit.record("user.update", "user", str(user.id), before, after)
@@ -171,7 +176,7 @@ class UserAdminService:
                 "Another account uses this email.", code="UPDATE_USER_EMAIL_ALREADY_EXISTS"
             ) from None
 
-    async def delete(self, user: User, request: Request) -> None:
+    async def delete(self, user: User, request: Request | None = None) -> None:
         await self.roles.guard_target(user)
         await self.roles.guard_admin_change(user, is_active=False, is_superuser=None)
         self.roles.audit.record("user.delete", "user", str(user.id), _snapshot(user), None)
