@@ -3,6 +3,9 @@ audit trail."""
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.authz.engine import Principal
 from authsvc.errors import Conflict
 from authsvc.security.keys import KeyRing, SigningKey
 from authsvc.security.keystore import KeyStore
@@ -10,10 +13,19 @@ from authsvc.services.audit import AuditService
 
 
 class KeyService:
-    def __init__(self, ring: KeyRing, store: KeyStore | None, audit: AuditService) -> None:
+    def __init__(
+        self,
+        db: AsyncSession,
+        actor: Principal,
+        client_ip: str | None,
+        *,
+        ring: KeyRing,
+        store: KeyStore | None,
+    ) -> None:
+        self.db = db
         self.ring = ring
         self.store = store
-        self.audit = audit
+        self.audit = AuditService(db, actor, client_ip)
 
     async def rotate(self) -> SigningKey:
         """A key published at once that signs after the activation delay; 409
@@ -28,5 +40,5 @@ class KeyService:
         key = self.store.rotate()
         self.ring.reload()  # this worker at once; the others on their next reload
         self.audit.record("key.rotate", "key", key.kid, None, {"activates_at": key.activates_at})
-        await self.audit.db.commit()
+        await self.db.commit()
         return key

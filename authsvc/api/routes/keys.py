@@ -13,7 +13,6 @@ from authsvc.api.errors import error_responses
 from authsvc.authz.deps import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.security.keys import SigningKey
-from authsvc.services.audit import AuditService
 from authsvc.services.keys import KeyService
 
 router = APIRouter(tags=["keys"])
@@ -64,6 +63,6 @@ async def rotate(
     principal: Annotated[Principal, require_permissions("keys:write")],
     ip: ClientIP,
 ) -> KeyRead:
-    audit = AuditService(db, principal, ip)
-    key = await KeyService(services.keys, services.keystore, audit).rotate()
+    service = KeyService(db, principal, ip, ring=services.keys, store=services.keystore)
+    key = await service.rotate()
     return _read(key, services.keys.active.kid)
