@@ -43,7 +43,7 @@ def _ensure_data_dir(settings: Settings) -> None:
 async def _sync_permissions(settings: Settings) -> None:
     """Declare the built-in permissions once, before the workers start."""
     from authsvc.db.session import create_engine, create_sessionmaker
-    from authsvc.services.authz import sync_builtin
+    from authsvc.services.roles import sync_builtin
 
     engine = create_engine(settings.resolved_database_url)
     try:

@@ -50,7 +50,6 @@ from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
-from authsvc.services.authz import sync_builtin
 from authsvc.services.callers import CallerResolver
 from authsvc.services.container import AppServices
 from authsvc.services.grants import (
@@ -60,6 +59,7 @@ from authsvc.services.grants import (
     RefreshTokenGrant,
 )
 from authsvc.services.policies import PolicyStore
+from authsvc.services.roles import sync_builtin
 from authsvc.services.sessions import SessionPolicy
 
 log = logging.getLogger("authsvc")

@@ -1,6 +1,6 @@
 """The permissions authsvc itself declares, and what a permission name looks like.
 
-Synced into the ``permissions`` table at start-up (``services.authz.sync_builtin``); the
+Synced into the ``permissions`` table at start-up (``services.roles.sync_builtin``); the
 ``admin`` role always holds all of them. Admins may add permissions for other services.
 """
 

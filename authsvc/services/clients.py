@@ -1,5 +1,5 @@
-"""Service clients: registration, client authentication (RFC 6749 §2.3.1), and the
-revocation of their access tokens (RFC 7009)."""
+"""Service clients: registration, listing and deletion by administrators (``ClientService``),
+client authentication (RFC 6749 §2.3.1), and the revocation of their access tokens (RFC 7009)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ import binascii
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.db.models import OAuthClient, RevokedToken, utcnow
-from authsvc.errors import OAuthError
+from authsvc.authz.engine import Principal
+from authsvc.authz.power import Power
+from authsvc.db.models import OAuthClient, utcnow
+from authsvc.db.repositories import clients as repo
+from authsvc.errors import NotFound, OAuthError
+from authsvc.services.roles import RoleService
 
 # A fixed hash to compare against for unknown client ids, so timing does not tell which exist.
 _NO_SUCH_CLIENT = hashlib.sha256(b"no such client").hexdigest()
@@ -66,7 +68,7 @@ def credentials(
 
 
 async def authenticate(db: AsyncSession, client_id: str, secret: str) -> OAuthClient:
-    client = await db.get(OAuthClient, client_id[:64]) if client_id else None
+    client = await repo.get(db, client_id[:64]) if client_id else None
     expected = client.secret_hash if client is not None else _NO_SUCH_CLIENT
     if not hmac.compare_digest(expected, hash_secret(secret)) or client is None:
         raise invalid_client()
@@ -79,15 +81,13 @@ def is_service_token(claims: Mapping[str, Any]) -> bool:
 
 
 async def is_revoked(db: AsyncSession, claims: Mapping[str, Any]) -> bool:
-    jti = str(claims.get("jti", ""))
-    found = await db.scalar(select(RevokedToken.jti).where(RevokedToken.jti == jti))
-    return found is not None
+    return await repo.is_revoked(db, str(claims.get("jti", "")))
 
 
 async def token_client(db: AsyncSession, claims: Mapping[str, Any]) -> OAuthClient | None:
     """The client a verified service token belongs to, while the client exists and the token
     has not been revoked; else None."""
-    client = await db.get(OAuthClient, str(claims["sub"]))
+    client = await repo.get(db, str(claims["sub"]))
     if client is None or await is_revoked(db, claims):
         return None
     return client
@@ -105,19 +105,51 @@ async def revoke_service_token(
     """
     if requester is None or str(claims.get("client_id")) != requester.id:
         return False
-    now = utcnow()
-    # Rows are needed only until the token would have expired anyway.
-    await db.execute(delete(RevokedToken).where(RevokedToken.expires_at <= now))
-    values = {
-        "jti": str(claims["jti"]),
-        "client_id": requester.id,
-        "expires_at": datetime.fromtimestamp(int(claims["exp"]), UTC),
-        "revoked_at": now,
-    }
-    # Revoking twice, even concurrently, is no error: the first row stands.
-    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
-    await db.execute(
-        dialect.insert(RevokedToken).values(values).on_conflict_do_nothing(index_elements=["jti"])
+    await repo.add_revoked(
+        db,
+        jti=str(claims["jti"]),
+        client_id=requester.id,
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        now=utcnow(),
     )
     await db.commit()
     return True
+
+
+class ClientService:
+    """What administrators do with clients: every change is checked against the no-escalation
+    rule (``authz.power``) and committed once, with its audit event."""
+
+    def __init__(self, db: AsyncSession, actor: Principal, client_ip: str | None) -> None:
+        self.db = db
+        self.actor = actor
+        self.roles = RoleService(db, actor, client_ip)
+
+    async def register(self, name: str, permissions: list[str]) -> tuple[OAuthClient, str]:
+        """The new client and its secret (shown once). 404 for an unknown permission; 403
+        unless the actor holds every permission given."""
+        for permission in permissions:
+            await self.roles.permission(permission)  # 404 for unknown, creates known wildcards
+        await self.roles.no_escalation(Power(frozenset(permissions)), "give a client these")
+        client, secret = new_client(name, permissions)
+        client.created_by = self.actor.user_id
+        self.db.add(client)
+        after = {"name": client.name, "permissions": client.permissions}
+        self.roles.audit.record("client.create", "client", client.id, None, after)
+        await self.db.commit()
+        return client, secret
+
+    async def all(self) -> Sequence[OAuthClient]:
+        return await repo.all_clients(self.db)
+
+    async def delete(self, client_id: str) -> None:
+        """Its tokens stop passing at once (their client is gone). 404 ``CLIENT_NOT_FOUND``;
+        403 unless the actor holds the client's permissions."""
+        client = await repo.get(self.db, client_id)
+        if client is None:
+            raise NotFound("No such client.", code="CLIENT_NOT_FOUND")
+        # Taking its permissions away needs what giving them did (authz.power).
+        await self.roles.no_escalation(Power(frozenset(client.permissions)), "delete this client")
+        self.roles.audit.record("client.delete", "client", client.id, {"name": client.name}, None)
+        await self.db.delete(client)
+        await self.db.commit()

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.db.models import RefreshToken, Session, User, utcnow
 from authsvc.db.repositories import sessions as repo
-from authsvc.errors import OAuthError
+from authsvc.errors import NotFound, OAuthError
 
 
 def hash_refresh_token(token: str) -> str:
@@ -150,3 +150,15 @@ class SessionService:
         ended = await repo.revoke_all(self.db, user_id, reason)
         await self.db.commit()
         return ended
+
+    async def live(self, user_id: uuid.UUID) -> list[Session]:
+        """The user's sessions not ended nor expired, most recently used first."""
+        return await repo.live_sessions(self.db, user_id)
+
+    async def end_own(self, user_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> None:
+        """End one of the user's live sessions; 404 ``SESSION_NOT_FOUND`` for any other
+        (another user's session looks exactly like one that does not exist)."""
+        found = await repo.get(self.db, session_id)
+        if found is None or found.user_id != user_id or found.revoked_at is not None:
+            raise NotFound("No such session.", code="SESSION_NOT_FOUND")
+        await self.end(session_id, reason)

@@ -27,7 +27,6 @@ from authsvc.db.models import (
     user_roles,
 )
 from authsvc.db.repositories import roles as roles_repo
-from authsvc.services.authz import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.grants import (
     ClientCredentialsGrant,
@@ -38,6 +37,7 @@ from authsvc.services.grants import (
     TokenRequest,
 )
 from authsvc.services.issuer import IssuedTokens
+from authsvc.services.roles import grants_for
 from tests.conftest import PASSWORD, TEST_CLIENT_IP, MakeUser
 
 

@@ -574,7 +574,7 @@ async def test_the_admin_lock_serializes_conflicting_removals(
     first and then refuse; without the lock both would commit and leave no administrator."""
     from authsvc.authz.engine import Principal
     from authsvc.errors import Conflict
-    from authsvc.services.authz import AuthzService
+    from authsvc.services.roles import RoleService
 
     first = await make_user("first-admin@example.com")
     second = await make_user("second-admin@example.com")
@@ -595,14 +595,11 @@ async def test_the_admin_lock_serializes_conflicting_removals(
             await real_commit()
 
         session_a.commit = gated_commit  # type: ignore[method-assign]
-        service_a = AuthzService(session_a, actor, None)
-        service_b = AuthzService(session_b, actor, None)
-        role_a, role_b = await service_a.role("admin"), await service_b.role("admin")
-        user_a, user_b = await service_a.user(first.id), await service_b.user(second.id)
-
-        task_a = asyncio.create_task(service_a.unassign(user_a, role_a))
+        service_a = RoleService(session_a, actor, None)
+        service_b = RoleService(session_b, actor, None)
+        task_a = asyncio.create_task(service_a.unassign(first.id, "admin"))
         await asyncio.wait_for(reached_commit.wait(), 10)  # A holds the lock, not committed
-        task_b = asyncio.create_task(service_b.unassign(user_b, role_b))
+        task_b = asyncio.create_task(service_b.unassign(second.id, "admin"))
         await asyncio.sleep(0.5)
         assert not task_b.done()  # B waits for A's lock
         release.set()

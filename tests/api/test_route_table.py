@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from authsvc.api.guards import require_permissions, require_roles
 from authsvc.api.routes_table import render_routes_table
 from authsvc.authz.engine import Principal
-from authsvc.services.authz import sync_builtin
 from authsvc.services.container import AppServices
+from authsvc.services.roles import sync_builtin
 from tests.conftest import Login, MakeUser
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -10,9 +10,13 @@ import httpx
 import pytest
 from sqlalchemy import text, update
 
+from authsvc.authz.engine import Principal
 from authsvc.db.models import User
-from authsvc.db.repositories.users import UserFilter, list_users
+from authsvc.db.repositories.users import UserDatabase, UserFilter, list_users
+from authsvc.schemas.users import AdminUserUpdate
+from authsvc.services.admin import UserAdminService
 from authsvc.services.container import AppServices
+from authsvc.services.users import UserManager
 from tests.conftest import PASSWORD, Login, MakeUser
 
 NEW_PASSWORD = "a different long passphrase"
@@ -158,6 +162,45 @@ async def test_admin_reads_updates_and_deletes_a_user(
     assert deleted.status_code == 204
     assert (await client.get(f"/users/{user.id}", headers=admin_headers)).status_code == 404
     assert (await client.get("/users/me", headers=their_token)).status_code == 401
+
+
+async def test_a_superuser_change_makes_tokens_stale_after_a_concurrent_version_bump(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    admin_headers: dict[str, str],
+    login: Login,
+    services: AppServices,
+) -> None:
+    """Demoting a superuser must stale the tokens they hold, including one issued after the
+    account was read: the version is bumped in the database, not written back as read + 1."""
+    target = await make_user("boss@example.com", is_superuser=True)
+    created = await client.post("/roles", headers=admin_headers, json={"name": "staff"})
+    assert created.status_code == 201, created.text
+    admin = Principal(user_id=uuid.uuid4(), email="robot@example.com", is_superuser=True)
+    async with services.sessionmaker() as db:
+        account = await db.get(User, target.id)  # the admin change reads the account ...
+        assert account is not None
+        # ... meanwhile a role is assigned (the version moves on) and they sign in again:
+        assigned = await client.put(f"/users/{target.id}/roles/staff", headers=admin_headers)
+        assert assigned.status_code == 204, assigned.text
+        token = await login("boss@example.com")  # claims superuser, at the newest version
+        manager = UserManager(
+            UserDatabase(db, User),
+            hasher=services.hasher,
+            policy=services.policy,
+            notifier=services.notifier,
+            token_secret=services.token_secret,
+            verify_lifetime=60,
+            reset_lifetime=60,
+            public_url=None,
+            session=db,
+        )
+        service = UserAdminService(db, admin, None, manager=manager)
+        demoted = await service.update(account, AdminUserUpdate(is_superuser=False))
+        assert demoted.is_superuser is False
+    refused = await client.get("/users/me/sessions", headers=token)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["detail"]["code"] == "TOKEN_STALE"
 
 
 async def test_admin_routes_unknown_and_malformed_ids(

@@ -7,13 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BeforeValidator
-from sqlalchemy import select
 
 from authsvc.api.deps import SessionDep
 from authsvc.api.guards import audit_resource, authorize, policy_doc
-from authsvc.db.models import AuditEvent
-from authsvc.db.repositories.roles import page
 from authsvc.schemas.authz import AuditEventRead, AuditPage
+from authsvc.services.audit import AuditFilter, AuditService
 
 
 def _iso_only(value: object) -> object:
@@ -29,8 +27,6 @@ def _iso_only(value: object) -> object:
 IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
 
 router = APIRouter(tags=["audit"])
-_SINCE = "Inclusive; ISO 8601 with a UTC offset."
-_UNTIL = "Exclusive; ISO 8601 with a UTC offset."
 
 
 @router.get(
@@ -43,7 +39,7 @@ _UNTIL = "Exclusive; ISO 8601 with a UTC offset."
     openapi_extra=policy_doc("audit:read"),
 )
 async def list_events(
-    session: SessionDep,
+    db: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     actor_id: uuid.UUID | None = None,
@@ -57,20 +53,8 @@ async def list_events(
         IsoDatetime | None, Query(description="Exclusive; ISO 8601 with an offset.")
     ] = None,
 ) -> AuditPage:
-    query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id)
-    if actor_id is not None:
-        query = query.where(AuditEvent.actor_id == actor_id)
-    if target_type is not None:
-        query = query.where(AuditEvent.target_type == target_type)
-    if target_id is not None:
-        query = query.where(AuditEvent.target_id == target_id)
-    if action is not None:
-        query = query.where(AuditEvent.action == action)
-    if since is not None:
-        query = query.where(AuditEvent.at >= since)
-    if until is not None:
-        query = query.where(AuditEvent.at < until)
-    events, total = await page(session, query, limit=limit, offset=offset)
+    filters = AuditFilter(actor_id, target_type, target_id, action, since, until)
+    events, total = await AuditService(db).events(filters, limit=limit, offset=offset)
     return AuditPage(
         items=[AuditEventRead.model_validate(e) for e in events],
         total=total,

@@ -41,10 +41,10 @@ from authsvc.schemas.policies import (
     PolicyInfo,
     PolicySetRead,
 )
-from authsvc.services.authz import grants_for
 from authsvc.services.callers import ClientCaller, UserCaller
 from authsvc.services.container import AppServices
 from authsvc.services.policies import AUDIT_LOG_ID, principal_entities, stored_user_entities
+from authsvc.services.roles import grants_for
 
 router = APIRouter(tags=["authz"])
 

@@ -12,9 +12,8 @@ from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.api.errors import error_responses
 from authsvc.api.guards import require_permissions
 from authsvc.authz.engine import Principal
-from authsvc.errors import Conflict
 from authsvc.security.keys import SigningKey
-from authsvc.services.authz import AuthzService
+from authsvc.services.keys import KeyService
 
 router = APIRouter(tags=["keys"])
 
@@ -64,13 +63,6 @@ async def rotate(
     principal: Annotated[Principal, require_permissions("keys:write")],
     ip: ClientIP,
 ) -> KeyRead:
-    if services.keystore is None:
-        raise Conflict(
-            "A single key file is configured; rotate by replacing it.", code="KEYS_NOT_ROTATABLE"
-        )
-    key = services.keystore.rotate()
-    services.keys.reload()
-    audit = AuthzService(db, principal, ip)
-    await audit.record("key.rotate", "key", key.kid, None, {"activates_at": key.activates_at})
-    await db.commit()
+    service = KeyService(db, principal, ip, ring=services.keys, store=services.keystore)
+    key = await service.rotate()
     return _read(key, services.keys.active.kid)

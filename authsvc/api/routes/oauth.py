@@ -10,20 +10,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.api.errors import error_responses
 from authsvc.api.guards import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.authz.permissions import PERMISSION_NAME
-from authsvc.authz.power import Power
 from authsvc.db.models import OAuthClient, Session
 from authsvc.db.repositories import sessions as sessions_repo
-from authsvc.errors import NotFound
 from authsvc.services import clients
-from authsvc.services.authz import AuthzService
 from authsvc.services.callers import Anonymous
+from authsvc.services.clients import ClientService
 from authsvc.services.container import AppServices
 from authsvc.services.sessions import hash_refresh_token
 
@@ -174,16 +171,7 @@ async def create_client(
     principal: Annotated[Principal, require_permissions("clients:write")],
     ip: ClientIP,
 ) -> ClientCreated:
-    service = AuthzService(db, principal, ip)
-    for name in body.permissions:
-        await service.permission(name)  # 404 for unknown, creates known wildcards
-    await service.no_escalation(Power(frozenset(body.permissions)), "give a client these")
-    client, secret = clients.new_client(body.name, body.permissions)
-    client.created_by = principal.user_id
-    db.add(client)
-    await service.record("client.create", "client", client.id, None,
-                         {"name": client.name, "permissions": client.permissions})  # fmt: skip
-    await db.commit()
+    client, secret = await ClientService(db, principal, ip).register(body.name, body.permissions)
     return ClientCreated.model_validate({**ClientRead.model_validate(client).model_dump(),
                                          "client_secret": secret})  # fmt: skip
 
@@ -192,11 +180,11 @@ async def create_client(
     "/clients",
     response_model=list[ClientRead],
     summary="List service clients",
-    dependencies=[require_permissions("clients:read")],
 )
-async def list_clients(db: SessionDep) -> list[ClientRead]:
-    found = await db.scalars(select(OAuthClient).order_by(OAuthClient.created_at))
-    return [ClientRead.model_validate(c) for c in found]
+async def list_clients(
+    db: SessionDep, principal: Annotated[Principal, require_permissions("clients:read")]
+) -> list[ClientRead]:
+    return [ClientRead.model_validate(c) for c in await ClientService(db, principal, None).all()]
 
 
 @clients_router.delete(
@@ -212,13 +200,5 @@ async def delete_client(
     principal: Annotated[Principal, require_permissions("clients:write")],
     ip: ClientIP,
 ) -> Response:
-    client = await db.get(OAuthClient, client_id)
-    if client is None:
-        raise NotFound("No such client.", code="CLIENT_NOT_FOUND")
-    service = AuthzService(db, principal, ip)
-    # Taking its permissions away needs what giving them did (authz.power).
-    await service.no_escalation(Power(frozenset(client.permissions)), "delete this client")
-    await service.record("client.delete", "client", client.id, {"name": client.name}, None)
-    await db.delete(client)
-    await db.commit()
+    await ClientService(db, principal, ip).delete(client_id)
     return Response(status_code=204)

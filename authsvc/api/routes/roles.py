@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy import select
+from fastapi import APIRouter, Path, Query, Response
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.api.errors import error_responses
 from authsvc.api.guards import authorize, policy_doc, require_permissions, role_resource
-from authsvc.authz.engine import Principal
+from authsvc.authz.cedar import uid
+from authsvc.authz.engine import Principal, RoleGraph
+from authsvc.authz.entities import role_entities
 from authsvc.authz.permissions import PERMISSION_NAME
-from authsvc.db.models import Permission, Role, User, user_roles
-from authsvc.db.repositories import roles as repo
 from authsvc.schemas.authz import (
     EffectivePermission,
     PermissionCreate,
@@ -30,9 +28,9 @@ from authsvc.schemas.authz import (
     UserPermissions,
     UserRoles,
 )
-from authsvc.services.authz import AuthzService
 from authsvc.services.container import AppServices
-from authsvc.services.decisions import Authorized, enforce, evaluate, role_target
+from authsvc.services.decisions import Authorized, Target, enforce, evaluate
+from authsvc.services.roles import ParentCheck, RoleService
 
 router = APIRouter()
 
@@ -61,42 +59,31 @@ RoleDeletePolicy = Annotated[Authorized, authorize("roles:delete", role_resource
 RoleAssignPolicy = Annotated[Authorized, authorize("roles:assign", role_resource)]
 
 
-async def _may_inherit(
-    session: SessionDep,
-    services: ServicesDep,
-    principal: Principal,
-    ip: str,
-    parents: Iterable[str],
-) -> None:
+def _may_inherit(services: AppServices, principal: Principal, ip: str) -> ParentCheck:
     """Inheriting from a role confers it: the policies decide ``roles:assign`` on each new
-    parent (unknown names are left to the service's 404)."""
-    for name in sorted(set(parents)):
-        if await repo.get_role(session, name) is None:
-            continue
-        target = await role_target(session, name)
+    parent, as on a role assigned to a user."""
+
+    def check(graph: RoleGraph, name: str) -> None:
+        target = Target(uid("Role", name), role_entities(graph, [name]))
         enforce(evaluate(services, principal, "roles:assign", target, ip), "roles:assign")
+
+    return check
 
 
 def _service(
-    session: SessionDep, principal: Principal, ip: str, services: AppServices | None = None
-) -> AuthzService:
+    db: SessionDep, principal: Principal, ip: str, services: AppServices | None = None
+) -> RoleService:
     """Mutations pass ``services``: the loaded policies say which roles are powers."""
     named = services.policies.bundle.named_roles if services is not None else None
-    return AuthzService(session, principal, ip, named)
-
-
-async def _read(service: AuthzService, role: Role) -> RoleRead:
-    return RoleRead.model_validate(await service.describe_role(role))
+    return RoleService(db, principal, ip, named)
 
 
 @router.get("/roles", tags=["roles"], response_model=RolePage, summary="List roles")
 async def list_roles(
-    session: SessionDep, principal: RolesRead, ip: ClientIP, limit: Limit = 50, offset: Offset = 0
+    db: SessionDep, principal: RolesRead, ip: ClientIP, limit: Limit = 50, offset: Offset = 0
 ) -> RolePage:
-    service = _service(session, principal, ip)
-    roles, total = await repo.page(session, select(Role).order_by(Role.name), limit=limit,
-                                   offset=offset)  # fmt: skip
-    items = [await _read(service, role) for role in roles]
+    roles, total = await _service(db, principal, ip).list_roles(limit=limit, offset=offset)
+    items = [RoleRead.model_validate(role) for role in roles]
     return RolePage(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -114,21 +101,24 @@ async def list_roles(
 )
 async def create_role(
     body: RoleCreate,
-    session: SessionDep,
+    db: SessionDep,
     services: ServicesDep,
     principal: RolesWrite,
     ip: ClientIP,
 ) -> RoleRead:
-    await _may_inherit(session, services, principal, ip, body.parents)
-    service = _service(session, principal, ip, services)
-    role = await service.create_role(body.name, body.description, body.parents, body.permissions)
-    return await _read(service, role)
+    role = await _service(db, principal, ip, services).create_role(
+        body.name,
+        body.description,
+        body.parents,
+        body.permissions,
+        may_inherit=_may_inherit(services, principal, ip),
+    )
+    return RoleRead.model_validate(role)
 
 
 @router.get("/roles/{role}", tags=["roles"], response_model=RoleRead, summary="Get a role")
-async def get_role(role: str, session: SessionDep, principal: RolesRead, ip: ClientIP) -> RoleRead:
-    service = _service(session, principal, ip)
-    return await _read(service, await service.role(role))
+async def get_role(role: str, db: SessionDep, principal: RolesRead, ip: ClientIP) -> RoleRead:
+    return RoleRead.model_validate(await _service(db, principal, ip).get_role(role))
 
 
 @router.patch(
@@ -148,20 +138,19 @@ async def get_role(role: str, session: SessionDep, principal: RolesRead, ip: Cli
 async def update_role(
     role: str,
     body: RoleUpdate,
-    session: SessionDep,
+    db: SessionDep,
     services: ServicesDep,
     principal: RolesWrite,
     ip: ClientIP,
 ) -> RoleRead:
-    service = _service(session, principal, ip, services)
-    found = await service.role(role)
-    if body.parents is not None:
-        current = await repo.role_parent_names(session, found.id)
-        await _may_inherit(session, services, principal, ip, set(body.parents) - set(current))
-    updated = await service.update_role(
-        found, name=body.name, description=body.description, parents=body.parents
+    updated = await _service(db, principal, ip, services).update_role(
+        role,
+        name=body.name,
+        description=body.description,
+        parents=body.parents,
+        may_inherit=_may_inherit(services, principal, ip),
     )
-    return await _read(service, updated)
+    return RoleRead.model_validate(updated)
 
 
 @router.delete(
@@ -177,13 +166,13 @@ async def update_role(
     responses=error_responses(409),
 )
 async def delete_role(
-    session: SessionDep,
+    db: SessionDep,
     services: ServicesDep,
     allowed: RoleDeletePolicy,
     ip: ClientIP,
     force: bool = False,
 ) -> Response:
-    service = _service(session, allowed.principal, ip, services)
+    service = _service(db, allowed.principal, ip, services)
     await service.delete_role(allowed.target.obj, force=force)
     return Response(status_code=204)
 
@@ -200,13 +189,12 @@ async def delete_role(
 async def grant(
     role: str,
     permission: PermissionInPath,
-    session: SessionDep,
+    db: SessionDep,
     services: ServicesDep,
     principal: RolesWrite,
     ip: ClientIP,
 ) -> Response:
-    service = _service(session, principal, ip, services)
-    await service.grant(await service.role(role), permission)
+    await _service(db, principal, ip, services).grant(role, permission)
     return Response(status_code=204)
 
 
@@ -221,13 +209,12 @@ async def grant(
 async def revoke(
     role: str,
     permission: PermissionInPath,
-    session: SessionDep,
+    db: SessionDep,
     services: ServicesDep,
     principal: RolesWrite,
     ip: ClientIP,
 ) -> Response:
-    service = _service(session, principal, ip, services)
-    await service.revoke(await service.role(role), permission)
+    await _service(db, principal, ip, services).revoke(role, permission)
     return Response(status_code=204)
 
 
@@ -239,20 +226,14 @@ async def revoke(
 )
 async def role_users(
     role: str,
-    session: SessionDep,
+    db: SessionDep,
     principal: RolesRead,
     ip: ClientIP,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> RoleMemberPage:
-    found = await _service(session, principal, ip).role(role)
-    query = (
-        select(User)
-        .join(user_roles, user_roles.c.user_id == User.__table__.c.id)
-        .where(user_roles.c.role_id == found.id)
-        .order_by(User.__table__.c.email)
-    )
-    users, total = await repo.page(session, query, limit=limit, offset=offset)
+    service = _service(db, principal, ip)
+    users, total = await service.members(role, limit=limit, offset=offset)
     items = [RoleMember.model_validate(user) for user in users]
     return RoleMemberPage(items=items, total=total, limit=limit, offset=offset)
 
@@ -261,16 +242,15 @@ async def role_users(
     "/permissions", tags=["permissions"], response_model=PermissionPage, summary="List permissions"
 )
 async def list_permissions(
-    session: SessionDep,
+    db: SessionDep,
     principal: PermsRead,
+    ip: ClientIP,
     limit: Limit = 50,
     offset: Offset = 0,
     resource: Annotated[str | None, Query(max_length=64, description="Only this resource.")] = None,
 ) -> PermissionPage:
-    query = select(Permission).order_by(Permission.name)
-    if resource:
-        query = query.where(Permission.name.startswith(f"{resource}:", autoescape=True))
-    items, total = await repo.page(session, query, limit=limit, offset=offset)
+    service = _service(db, principal, ip)
+    items, total = await service.list_permissions(resource, limit=limit, offset=offset)
     return PermissionPage(
         items=[PermissionRead.model_validate(p) for p in items],
         total=total,
@@ -289,11 +269,9 @@ async def list_permissions(
     responses=error_responses(409),
 )
 async def create_permission(
-    body: PermissionCreate, session: SessionDep, principal: PermsWrite, ip: ClientIP
+    body: PermissionCreate, db: SessionDep, principal: PermsWrite, ip: ClientIP
 ) -> PermissionRead:
-    permission = await _service(session, principal, ip).create_permission(
-        body.name, body.description
-    )
+    permission = await _service(db, principal, ip).create_permission(body.name, body.description)
     return PermissionRead.model_validate(permission)
 
 
@@ -304,10 +282,9 @@ async def create_permission(
     summary="A user's roles",
 )
 async def user_roles_list(
-    user_id: uuid.UUID, session: SessionDep, principal: RolesRead, ip: ClientIP
+    user_id: uuid.UUID, db: SessionDep, principal: RolesRead, ip: ClientIP
 ) -> UserRoles:
-    user = await _service(session, principal, ip).user(user_id)
-    return UserRoles(user_id=user.id, roles=await repo.user_role_names(session, user.id))
+    return UserRoles(user_id=user_id, roles=await _service(db, principal, ip).user_roles(user_id))
 
 
 @router.put(
@@ -323,13 +300,12 @@ async def user_roles_list(
 )
 async def assign_role(
     user_id: uuid.UUID,
-    session: SessionDep,
+    db: SessionDep,
     services: ServicesDep,
     allowed: RoleAssignPolicy,
     ip: ClientIP,
 ) -> Response:
-    service = _service(session, allowed.principal, ip, services)
-    await service.assign(await service.user(user_id), allowed.target.obj)
+    await _service(db, allowed.principal, ip, services).assign(user_id, allowed.target.obj)
     return Response(status_code=204)
 
 
@@ -345,13 +321,12 @@ async def assign_role(
 async def unassign_role(
     user_id: uuid.UUID,
     role: str,
-    session: SessionDep,
+    db: SessionDep,
     services: ServicesDep,
     principal: RolesWrite,
     ip: ClientIP,
 ) -> Response:
-    service = _service(session, principal, ip, services)
-    await service.unassign(await service.user(user_id), await service.role(role))
+    await _service(db, principal, ip, services).unassign(user_id, role)
     return Response(status_code=204)
 
 
@@ -362,11 +337,9 @@ async def unassign_role(
     summary="A user's effective permissions, with the roles that grant each",
 )
 async def user_permissions(
-    user_id: uuid.UUID, request: Request, session: SessionDep, principal: PermsRead, ip: ClientIP
+    user_id: uuid.UUID, db: SessionDep, principal: PermsRead, ip: ClientIP
 ) -> UserPermissions:
-    service = _service(session, principal, ip)
-    user = await service.user(user_id)
-    granted = await service.effective_permissions(user)
+    user, granted = await _service(db, principal, ip).user_permissions(user_id)
     return UserPermissions(
         user_id=user.id,
         is_superuser=user.is_superuser,

@@ -13,9 +13,7 @@ from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.api.guards import CurrentPrincipal, require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.db.models import Session
-from authsvc.db.repositories import sessions as repo
-from authsvc.errors import NotFound
-from authsvc.services.authz import AuthzService
+from authsvc.services.admin import UserAdminService
 from authsvc.services.sessions import SessionService
 
 auth_router = APIRouter(tags=["auth"])
@@ -67,19 +65,21 @@ async def logout_all(
 
 
 @me_router.get("/me/sessions", response_model=list[SessionRead], summary="My sessions")
-async def my_sessions(principal: CurrentPrincipal, db: SessionDep) -> list[SessionRead]:
+async def my_sessions(
+    principal: CurrentPrincipal, db: SessionDep, services: ServicesDep
+) -> list[SessionRead]:
     assert principal.user_id is not None
-    return [_read(s, principal) for s in await repo.live_sessions(db, principal.user_id)]
+    live = await SessionService(db, services.session_policy).live(principal.user_id)
+    return [_read(s, principal) for s in live]
 
 
 @me_router.delete("/me/sessions/{session_id}", status_code=204, summary="End one of my sessions")
 async def end_my_session(
     session_id: uuid.UUID, principal: CurrentPrincipal, db: SessionDep, services: ServicesDep
 ) -> Response:
-    found = await db.get(Session, session_id)
-    if found is None or found.user_id != principal.user_id or found.revoked_at is not None:
-        raise NotFound("No such session.", code="SESSION_NOT_FOUND")
-    await SessionService(db, services.session_policy).end(session_id, "user")
+    assert principal.user_id is not None
+    service = SessionService(db, services.session_policy)
+    await service.end_own(principal.user_id, session_id, "user")
     return Response(status_code=204)
 
 
@@ -92,8 +92,9 @@ async def user_sessions(
     principal: Annotated[Principal, require_permissions("users:read")],
     ip: ClientIP,
 ) -> list[SessionRead]:
-    user = await AuthzService(db, principal, ip).user(user_id)
-    return [_read(s, principal) for s in await repo.live_sessions(db, user.id)]
+    return [
+        _read(s, principal) for s in await UserAdminService(db, principal, ip).sessions(user_id)
+    ]
 
 
 @admin_router.delete(
@@ -111,10 +112,6 @@ async def end_user_sessions(
     principal: Annotated[Principal, require_permissions("users:write")],
     ip: ClientIP,
 ) -> Response:
-    service = AuthzService(db, principal, ip, services.policies.bundle.named_roles)
-    user = await service.user(user_id)
-    await service.guard_target(user)
-    ended = await repo.revoke_all(db, user.id, "admin")
-    await service.record("user.sessions.revoke", "user", str(user.id), None, {"ended": ended})
-    await db.commit()
+    named = services.policies.bundle.named_roles
+    await UserAdminService(db, principal, ip, named_roles=named).end_sessions(user_id)
     return Response(status_code=204)

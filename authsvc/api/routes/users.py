@@ -7,17 +7,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi_users import exceptions
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
 from authsvc.api.errors import error_responses
 from authsvc.api.guards import authorize, policy_doc, require_permissions, user_resource
 from authsvc.authz.engine import Principal
-from authsvc.db.models import User
-from authsvc.db.repositories.users import UserCursor, UserFilter, list_users
-from authsvc.errors import BadRequest, InvalidInput
+from authsvc.errors import InvalidInput
 from authsvc.schemas.users import AdminUserUpdate, UserPage, UserRead
-from authsvc.services.authz import AuthzService
+from authsvc.services.admin import UserAdminService, UserFilter
 from authsvc.services.container import AppServices
 from authsvc.services.decisions import Authorized, enforce, evaluate
 from authsvc.services.policies import validate_attributes
@@ -25,16 +22,6 @@ from authsvc.services.policies import validate_attributes
 router = APIRouter(tags=["users"])
 
 UsersRead = Annotated[Principal, require_permissions("users:read")]
-
-
-def _snapshot(user: User) -> dict[str, object]:
-    return {
-        "email": user.email,
-        "is_active": user.is_active,
-        "is_superuser": user.is_superuser,
-        "is_verified": user.is_verified,
-        "attributes": dict(user.attributes or {}),
-    }
 
 
 @router.get(
@@ -50,7 +37,7 @@ def _snapshot(user: User) -> dict[str, object]:
     "`USER_CURSOR_WITH_OFFSET` for a cursor with a non-zero offset.",
 )
 async def list_all(
-    session: SessionDep,
+    db: SessionDep,
     principal: UsersRead,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
@@ -79,21 +66,9 @@ async def list_all(
         bool, Query(description="Also count the matching users (slow on large tables).")
     ] = False,
 ) -> UserPage:
-    after = None
-    if cursor is not None:
-        if offset:
-            raise InvalidInput(
-                "Page with either cursor or offset, not both.", code="USER_CURSOR_WITH_OFFSET"
-            )
-        try:
-            after = UserCursor.decode(cursor)
-        except ValueError:
-            raise InvalidInput(
-                "cursor is not a next_cursor this list handed out.", code="USER_CURSOR_INVALID"
-            ) from None
     filters = UserFilter(email_prefix=email_prefix, is_active=is_active, is_verified=is_verified)
-    page = await list_users(
-        session, filters, limit=limit, offset=offset, after=after, count=include_total
+    page = await UserAdminService(db, principal, None).users(
+        filters, limit=limit, offset=offset, cursor=cursor, count=include_total
     )
     return UserPage(
         items=[UserRead.model_validate(user) for user in page.users],
@@ -179,41 +154,22 @@ async def get_user(allowed: UserReadPolicy) -> UserRead:
 async def update_user(
     body: AdminUserUpdate,
     request: Request,
-    session: SessionDep,
+    db: SessionDep,
     services: ServicesDep,
     user_manager: UserManagerDep,
     allowed: UserWritePolicy,
     ip: ClientIP,
 ) -> UserRead:
-    principal, user = allowed.principal, allowed.target.obj
-    service = AuthzService(session, principal, ip, services.policies.bundle.named_roles)
-    # The own-profile policy lets anyone edit themself: then only what /users/me allows.
-    own_profile = principal.user_id == user.id and not principal.has("users:write")
     if "attributes" in body.model_fields_set:
         _may_set_attributes(services, allowed, body.attributes, ip)
-    before = _snapshot(user)
-    if not own_profile:
-        await service.guard_target(user)
-    superuser_changes = service.check_superuser_flag(body.is_superuser, user)
-    await service.guard_admin_change(user, body.is_active, body.is_superuser)
-    if superuser_changes:
-        # Their tokens say "permissions": ["*"] (or lack it): make them stale either way.
-        user.authz_version += 1
-    changes = body.model_dump(exclude_unset=True, exclude={"password", "current_password"})
-    after = {**before, **changes, "password_changed": body.password is not None}
-    await service.record("user.update", "user", str(user.id), before, after)
-    try:
-        # Commits the change and the audit event together.
-        updated = await user_manager.update(body, user, safe=own_profile, request=request)
-    except exceptions.InvalidPasswordException as exc:
-        raise BadRequest(
-            str(exc.reason), code="UPDATE_USER_INVALID_PASSWORD", data={"reason": str(exc.reason)}
-        ) from None
-    except exceptions.UserAlreadyExists:
-        raise BadRequest(
-            "Another account uses this email.", code="UPDATE_USER_EMAIL_ALREADY_EXISTS"
-        ) from None
-    return UserRead.model_validate(updated)
+    service = UserAdminService(
+        db,
+        allowed.principal,
+        ip,
+        named_roles=services.policies.bundle.named_roles,
+        manager=user_manager,
+    )
+    return UserRead.model_validate(await service.update(allowed.target.obj, body, request))
 
 
 @router.delete(
@@ -229,16 +185,18 @@ async def update_user(
 )
 async def delete_user(
     request: Request,
-    session: SessionDep,
+    db: SessionDep,
     services: ServicesDep,
     user_manager: UserManagerDep,
     allowed: UserDeletePolicy,
     ip: ClientIP,
 ) -> Response:
-    user = allowed.target.obj
-    service = AuthzService(session, allowed.principal, ip, services.policies.bundle.named_roles)
-    await service.guard_target(user)
-    await service.guard_admin_change(user, is_active=False, is_superuser=None)
-    await service.record("user.delete", "user", str(user.id), _snapshot(user), None)
-    await user_manager.delete(user, request=request)  # commits the audit event with it
+    service = UserAdminService(
+        db,
+        allowed.principal,
+        ip,
+        named_roles=services.policies.bundle.named_roles,
+        manager=user_manager,
+    )
+    await service.delete(allowed.target.obj, request)
     return Response(status_code=204)

@@ -121,6 +121,28 @@ async def page(
     return items, int(total or 0)
 
 
+def roles_query() -> Select[tuple[Role]]:
+    return select(Role).order_by(Role.name)
+
+
+def members_query(role_id: uuid.UUID) -> Select[tuple[User]]:
+    """The users holding the role directly, by email."""
+    return (
+        select(User)
+        .join(user_roles, user_roles.c.user_id == _users.id)
+        .where(user_roles.c.role_id == role_id)
+        .order_by(_users.email)
+    )
+
+
+def permissions_query(resource: str | None) -> Select[tuple[Permission]]:
+    """Every permission by name, or only ``resource``'s (``resource:...``)."""
+    query = select(Permission).order_by(Permission.name)
+    if resource:
+        query = query.where(Permission.name.startswith(f"{resource}:", autoescape=True))
+    return query
+
+
 async def role_permission_names(session: AsyncSession, role_id: uuid.UUID) -> list[str]:
     query = (
         select(Permission.name)
@@ -139,6 +161,34 @@ async def role_parent_names(session: AsyncSession, role_id: uuid.UUID) -> list[s
         .order_by(Role.name)
     )
     return list((await session.scalars(query)).all())
+
+
+async def names_by_role(
+    session: AsyncSession, role_ids: Sequence[uuid.UUID]
+) -> tuple[dict[uuid.UUID, list[str]], dict[uuid.UUID, list[str]]]:
+    """The permission names and the parent names of each of ``role_ids``, sorted, in two
+    queries whatever the number of roles (a page of roles costs no query per role)."""
+    permissions: dict[uuid.UUID, list[str]] = {role_id: [] for role_id in role_ids}
+    parents: dict[uuid.UUID, list[str]] = {role_id: [] for role_id in role_ids}
+    if not role_ids:
+        return permissions, parents
+    granted = (
+        select(role_permissions.c.role_id, Permission.name)
+        .join(Permission, role_permissions.c.permission_id == Permission.id)
+        .where(role_permissions.c.role_id.in_(role_ids))
+        .order_by(Permission.name)
+    )
+    for role_id, name in (await session.execute(granted)).all():
+        permissions[role_id].append(name)
+    inherited = (
+        select(role_parents.c.role_id, Role.name)
+        .join(Role, role_parents.c.parent_id == Role.id)
+        .where(role_parents.c.role_id.in_(role_ids))
+        .order_by(Role.name)
+    )
+    for role_id, name in (await session.execute(inherited)).all():
+        parents[role_id].append(name)
+    return permissions, parents
 
 
 async def set_parents(session: AsyncSession, role_id: uuid.UUID, parents: Iterable[Role]) -> None:

@@ -112,3 +112,7 @@ async def live_sessions(db: AsyncSession, user_id: uuid.UUID) -> list[Session]:
         .order_by(Session.last_used_at.desc())
     )
     return list((await db.scalars(query)).all())
+
+
+async def get(db: AsyncSession, session_id: uuid.UUID) -> Session | None:
+    return await db.get(Session, session_id)

@@ -1,0 +1,58 @@
+"""The audit trail: record what the admin API changes, and read it back.
+
+An event is added to the caller's transaction, never committed here: it commits with the
+change it describes, or is rolled back with it, so the trail never shows a change that did
+not happen nor misses one that did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.authz.engine import Principal
+from authsvc.db.models import AuditEvent
+from authsvc.db.repositories.audit import AuditFilter, events_query
+from authsvc.db.repositories.roles import page
+
+__all__ = ["AuditFilter", "AuditService"]
+
+
+class AuditService:
+    def __init__(
+        self, db: AsyncSession, actor: Principal | None = None, client_ip: str | None = None
+    ) -> None:
+        """``actor`` and ``client_ip`` are who changes something (readers need neither)."""
+        self.db = db
+        self.actor = actor
+        self.client_ip = client_ip
+
+    def record(
+        self,
+        action: str,
+        target_type: str,
+        target_id: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> AuditEvent:
+        """Add the event to the open transaction; the caller's commit stores it."""
+        event = AuditEvent(
+            actor_id=self.actor.user_id if self.actor else None,
+            actor_email=self.actor.email if self.actor else None,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            before=before,
+            after=after,
+            client_ip=self.client_ip,
+        )
+        self.db.add(event)
+        return event
+
+    async def events(
+        self, filters: AuditFilter, *, limit: int, offset: int
+    ) -> tuple[Sequence[AuditEvent], int]:
+        """One page of the matching events, newest first, and how many match in all."""
+        return await page(self.db, events_query(filters), limit=limit, offset=offset)
