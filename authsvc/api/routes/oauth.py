@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
@@ -16,13 +14,9 @@ from authsvc.api.errors import error_responses
 from authsvc.api.guards import require_permissions
 from authsvc.authz.engine import Principal
 from authsvc.authz.permissions import PERMISSION_NAME
-from authsvc.db.models import OAuthClient, Session
-from authsvc.db.repositories import sessions as sessions_repo
 from authsvc.services import clients
-from authsvc.services.callers import Anonymous
 from authsvc.services.clients import ClientService
-from authsvc.services.container import AppServices
-from authsvc.services.sessions import hash_refresh_token
+from authsvc.services.tokens import TokenService
 
 router = APIRouter(tags=["auth"])
 # Not under the per-IP limit: resource servers in introspection mode call it on every request.
@@ -30,26 +24,7 @@ router = APIRouter(tags=["auth"])
 introspection_router = APIRouter(tags=["auth"])
 clients_router = APIRouter(tags=["clients"])
 
-_INACTIVE = {"active": False}
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-async def _access_token_state(
-    services: AppServices, db: SessionDep, token: str
-) -> Mapping[str, Any] | None:
-    """The claims of an access token the guards would accept right now, else None: the same
-    resolver, so introspection and the routes never disagree."""
-    caller = await services.callers.resolve(db, token)
-    return None if isinstance(caller, Anonymous) else caller.claims
-
-
-async def _authenticated_client(
-    request: Request, db: SessionDep, client_id: str | None, client_secret: str | None
-) -> OAuthClient:
-    given = clients.credentials(request.headers.get("authorization"), client_id, client_secret)
-    if given is None:
-        raise clients.invalid_client()
-    return await clients.authenticate(db, *given)
 
 
 @introspection_router.post(
@@ -69,25 +44,10 @@ async def introspect(
     client_id: Annotated[str | None, Form()] = None,
     client_secret: Annotated[str | None, Form()] = None,
 ) -> JSONResponse:
-    await _authenticated_client(request, db, client_id, client_secret)
-    claims = await _access_token_state(services, db, token) if token else None
-    if claims is not None:
-        body = {"active": True, "token_type": "access_token", **claims}
-        return JSONResponse(body, headers=_NO_STORE)
-    stored = await sessions_repo.by_token_hash(db, hash_refresh_token(token)) if token else None
-    if stored is not None and stored.used_at is None:
-        session = await db.get(Session, stored.session_id)
-        if sessions_repo.is_live(session):
-            assert session is not None
-            body = {
-                "active": True,
-                "token_type": "refresh_token",
-                "sub": str(session.user_id),
-                "sid": str(session.id),
-                "exp": int(session.expires_at.timestamp()),
-            }
-            return JSONResponse(body, headers=_NO_STORE)
-    return JSONResponse(_INACTIVE, headers=_NO_STORE)
+    tokens = TokenService(db, services.callers)
+    if await tokens.client(request.headers.get("authorization"), client_id, client_secret) is None:
+        raise clients.invalid_client()  # §2.1: only registered clients may ask
+    return JSONResponse(await tokens.introspect(token), headers=_NO_STORE)
 
 
 @router.post(
@@ -112,24 +72,9 @@ async def revoke(
     client_secret: Annotated[str | None, Form()] = None,
 ) -> Response:
     # §2.1: the hint only saves a lookup; every kind of token is tried whatever it says.
-    given = clients.credentials(request.headers.get("authorization"), client_id, client_secret)
-    requester = await clients.authenticate(db, *given) if given is not None else None
-    claims = services.callers.claims(token)
-    if claims is not None and clients.is_service_token(claims):
-        await clients.revoke_service_token(db, requester, claims)
-        return Response(status_code=200, headers=_NO_STORE)
-    session_id: uuid.UUID | None = None
-    if claims is not None:
-        try:
-            session_id = uuid.UUID(str(claims["sid"]))
-        except ValueError:
-            session_id = None
-    else:
-        stored = await sessions_repo.by_token_hash(db, hash_refresh_token(token))
-        session_id = stored.session_id if stored is not None else None
-    if session_id is not None:
-        await sessions_repo.revoke(db, [session_id], "revoked")
-        await db.commit()
+    tokens = TokenService(db, services.callers)
+    requester = await tokens.client(request.headers.get("authorization"), client_id, client_secret)
+    await tokens.revoke(token, requester)
     return Response(status_code=200, headers=_NO_STORE)
 
 
