@@ -1,8 +1,14 @@
-"""Fixtures: a migrated database per engine, an app per test, a client, user factories.
+"""Fixtures: a migrated database per engine, apps shared by settings, a client, user factories.
 
 Every test that touches the database runs twice, on SQLite (the embedded default) and on a real
 PostgreSQL that ``tests/servers.py`` starts for the session. ``AUTHSVC_TEST_ENGINES=sqlite``
 narrows a local run to one engine; CI runs both.
+
+Building an app (key ring, engine, Cedar policy set, the common-password list) costs more than
+most tests, so one app serves every test with the same settings (``tests/apps.py``). Each test
+still starts from a clean state: rows, rate-limit counters and pending messages are reset
+around it, and an app whose unresettable parts a test changed (policies reloaded, keys
+rotated, a route added) is thrown away after that test. ``tests/test_isolation.py`` proves it.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from sqlalchemy import text
 from authsvc.config import Settings
 from authsvc.db import migrations
 from authsvc.db.models import Base, User
-from authsvc.main import create_app, start_up
 from authsvc.security.keys import load_or_create_signing_key
 from authsvc.services.container import AppServices
+from tests.apps import STATS, AppCache
 
 ENGINES = [
     engine.strip()
@@ -96,13 +102,29 @@ def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
 
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data directory for the session, so that tests share settings (and apps). A test
+    that writes there for good (a key store it rotates) overrides ``data_dir`` with its own
+    ``tmp_path``."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def _policy_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("policy-copy") / "policies"
+
+
 @pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
+def policy_dir(_policy_copy: Path) -> Path:
     """A copy of the shipped policies that a test may change; a module that uses it points
-    ``settings_overrides`` at it (``{"policies_dir": policy_dir}``)."""
-    target = tmp_path / "policies"
-    shutil.copytree(SHIPPED_POLICIES, target)
-    return target
+    ``settings_overrides`` at it (``{"policies_dir": policy_dir}``). One folder for the
+    session, put back to the shipped files before each test that asks for it: the app cache
+    keys apps by the folder's content, so tests that leave it as shipped share an app."""
+    if _policy_copy.exists():
+        shutil.rmtree(_policy_copy)
+    shutil.copytree(SHIPPED_POLICIES, _policy_copy)
+    return _policy_copy
 
 
 @pytest.fixture
@@ -115,11 +137,11 @@ def settings_overrides() -> dict[str, Any]:
 def settings(
     database_url: str,
     signing_key_file: Path,
-    tmp_path: Path,
+    data_dir: Path,
     settings_overrides: dict[str, Any],
 ) -> Settings:
     values: dict[str, Any] = {
-        "data_dir": tmp_path,
+        "data_dir": data_dir,
         "database_url": database_url,
         "migrate_on_start": False,
         "signing_key_file": signing_key_file,
@@ -133,18 +155,35 @@ def settings(
     return Settings(_env_file=None, **values)
 
 
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    services: AppServices = application.state.services
-    await start_up(services)  # what the lifespan does; ASGITransport does not run it
+async def reset_database(services: AppServices) -> None:
+    async with services.engine.begin() as conn:
+        for statement in RESET_STATEMENTS:
+            await conn.execute(text(statement))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if STATS.built:
+        terminalreporter.write_line(
+            f"apps: {STATS.built} built, {STATS.reused} reused, "
+            f"{STATS.discarded} thrown away after a test changed them"
+        )
+
+
+@pytest.fixture(scope="session")
+async def app_cache() -> AsyncIterator[AppCache]:
+    cache = AppCache(reset_database)
     try:
-        yield application
+        yield cache
     finally:
-        async with services.engine.begin() as conn:
-            for statement in RESET_STATEMENTS:
-                await conn.execute(text(statement))
-        await services.engine.dispose()
+        await cache.close()  # every engine disposed at the end of the session
+
+
+@pytest.fixture
+async def app(settings: Settings, app_cache: AppCache) -> AsyncIterator[FastAPI]:
+    """The app for these settings, shared with the other tests that have the same settings,
+    in a clean state for this test."""
+    async with app_cache.lease(settings) as application:
+        yield application
 
 
 @pytest.fixture

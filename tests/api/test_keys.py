@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,9 +13,10 @@ from tests.conftest import Login, MakeUser
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    # The key store in the data directory (not the one-file test key), activating at once.
-    return {"signing_key_file": None, "key_activation_delay_seconds": 0}
+def settings_overrides(tmp_path: Path) -> dict[str, Any]:
+    # The key store in the data directory (not the one-file test key), activating at once;
+    # this test's own directory, since rotations stay on disk (and so its own app).
+    return {"data_dir": tmp_path, "signing_key_file": None, "key_activation_delay_seconds": 0}
 
 
 async def test_rotate_and_keep_verifying(

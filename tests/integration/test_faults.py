@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from authsvc.db import migrations
 from authsvc.errors import ServiceUnavailable
 from authsvc.main import create_app, start_up
 from authsvc.ratelimit.limiter import RateLimiter, Rule
+from tests.polling import eventually
 from tests.servers import PostgresInstance, free_port, postgres_instance, redis_server
 
 pytestmark = pytest.mark.integration
@@ -86,10 +86,11 @@ async def test_database_outage_is_503_and_recovers(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     pg.start()  # same data, same port: the service recovers by itself
-    for _ in range(50):
-        if (await client.get("/readyz")).status_code == 200:
-            break
-        await asyncio.sleep(0.2)
+
+    async def ready_again() -> bool:
+        return (await client.get("/readyz")).status_code == 200
+
+    await eventually(ready_again, "/readyz 200 once PostgreSQL is back")
     assert (await client.get("/users/me", headers=headers)).status_code == 200
     for email in emails:  # everything acknowledged before the outage is still there
         assert (await client.post("/auth/token", data=form(email))).status_code == 200

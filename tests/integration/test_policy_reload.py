@@ -119,9 +119,14 @@ def test_two_workers_follow_a_reload_made_through_one(tmp_path: Path) -> None:
         refused = httpx.post(f"{server.base_url}/authz/policies/reload", headers=headers)
         assert refused.status_code == 422
         assert refused.json()["detail"]["problems"][0]["file"] == "extra.cedar"
+        refusals = server.log().count("policy reload refused")
         for pid in workers:
             os.kill(pid, signal.SIGHUP)
-        time.sleep(2.5)  # two follow rounds
+        # Each worker has taken its SIGHUP (and refused the set) before anything is checked.
+        _until(
+            lambda: server.log().count("policy reload refused") >= refusals + len(workers),
+            "both workers refusing the broken set on SIGHUP",
+        )
         assert set(_digests_by_worker(server.base_url, headers, 10).values()) == {newest}
         assert server.process.poll() is None
     log = server.log()

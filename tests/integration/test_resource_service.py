@@ -71,7 +71,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                     if httpx.get(f"{base}/public", timeout=2).status_code == 200:
                         break
                 except httpx.TransportError:
-                    time.sleep(0.2)
+                    pass
+                time.sleep(0.2)  # between attempts, whatever the answer (not only refusals)
             else:
                 raise RuntimeError((tmp_path / "orders.log").read_text())
             yield Stack(auth, base, tmp_path, admin)

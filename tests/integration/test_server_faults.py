@@ -287,6 +287,26 @@ def test_redis_outage_under_a_real_server(
 IN_FLIGHT = 4
 
 
+def read_by_server(port: int, connections: int) -> bool:
+    """The server on 127.0.0.1:``port`` has accepted at least ``connections`` connections and
+    read every byte sent on them: the kernel queues nothing for it. Linux's /proc/net/tcp
+    shows, for a listening socket, the connections waiting to be accepted and, for an
+    established one, the bytes not yet read (the ``rx_queue`` column)."""
+    waiting, unread, established = 0, 0, 0
+    for line in Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if int(local.rsplit(":", 1)[1], 16) != port:
+            continue
+        queued = int(queues.split(":")[1], 16)
+        if state == "0A":  # TCP_LISTEN
+            waiting += queued
+        elif state == "01":  # TCP_ESTABLISHED
+            unread += queued
+            established += 1
+    return waiting == 0 and unread == 0 and established >= connections
+
+
 @pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
 def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path, workers: int) -> None:
     """Four logins, ~1.5 s of bcrypt each on two CPUs, are in flight when SIGTERM comes."""
@@ -315,7 +335,11 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path, workers: 
             logins = [pool.submit(login) for _ in range(IN_FLIGHT)]
             for _ in logins:  # every request is on the wire...
                 assert sent.acquire(timeout=30)
-            time.sleep(0.3)  # ...and read by the server (bcrypt keeps it busy for seconds)
+            port = httpx.URL(server.base_url).port
+            assert port is not None
+            until(  # ...and read by the server (bcrypt then keeps it busy for seconds)
+                lambda: read_by_server(port, IN_FLIGHT), "the server reading every login"
+            )
             signalled = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
 
