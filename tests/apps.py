@@ -72,6 +72,7 @@ def _shape(app: FastAPI) -> Hashable:
     """What a test may change on an app and no reset puts back."""
     services: AppServices = app.state.services
     return (
+        id(services),  # a test that swapped the container (another grant registry, ...)
         services.policies.bundle.digest,
         tuple(key.kid for key in services.keys.published()),
         tuple(app.router.routes),
