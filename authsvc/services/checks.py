@@ -39,9 +39,9 @@ from authsvc.schemas.policies import (
     EntityRef,
 )
 from authsvc.services.callers import ClientCaller, UserCaller
+from authsvc.services.claims import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.policies import AUDIT_LOG_ID, principal_entities, stored_user_entities
-from authsvc.services.roles import grants_for
 
 OWN_TYPES = frozenset({"User", "Role", "AuditLog"})
 # Context attributes authsvc computes; a caller cannot set them.

@@ -26,9 +26,9 @@ from authsvc.authz.entities import merge_entities, role_entities, user_entities
 from authsvc.db.models import Role, User
 from authsvc.db.repositories import roles as roles_repo
 from authsvc.errors import Forbidden, NotFound
+from authsvc.services.claims import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.policies import AUDIT_LOG_ID, principal_entities, stored_user_entities
-from authsvc.services.roles import grants_for
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.db.models import OAuthClient, Session, User
 from authsvc.security.tokens import AccessTokenCodec, IssuedToken
-from authsvc.services.roles import grants_for
+from authsvc.services.claims import grants_for
 
 
 @dataclass(frozen=True)

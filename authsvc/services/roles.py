@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.authz.engine import Principal, RoleGraph, token_permissions
+from authsvc.authz.engine import Principal, RoleGraph
 from authsvc.authz.permissions import (
     ADMIN_ROLE,
     BUILTIN_PERMISSIONS,
     USER_ROLE,
     is_valid_permission,
 )
-from authsvc.authz.power import NOTHING, Power, lacking, role_power
+from authsvc.authz.power import Power
 from authsvc.db.models import Permission, Role, User
 from authsvc.db.repositories import roles as repo
-from authsvc.errors import Conflict, Forbidden, InvalidInput, NotFound
+from authsvc.errors import Conflict, InvalidInput, NotFound
 from authsvc.services.audit import AuditService
+from authsvc.services.guardrails import Guardrails
 
 PROTECTED_ROLES = frozenset({ADMIN_ROLE, USER_ROLE})
 
@@ -36,25 +36,6 @@ PROTECTED_ROLES = frozenset({ADMIN_ROLE, USER_ROLE})
 # parent. The caller's check gets the role graph and the parent's name and raises to refuse
 # (the policy engine is the API layer's; this module only says when to ask).
 ParentCheck = Callable[[RoleGraph, str], None]
-
-
-@dataclass(frozen=True)
-class Grants:
-    """What a user's token should say: roles, permissions, and the version they hold for."""
-
-    roles: list[str]
-    permissions: list[str]
-    version: int
-
-
-async def grants_for(session: AsyncSession, user: User) -> Grants:
-    """One query (``roles.effective_grants``), not the whole role graph: this runs on every
-    sign-in and refresh. Superuser flag and version as of that query, like the roles."""
-    found = await repo.effective_grants(session, user.id)
-    if found is None:  # deleted since it was loaded: no roles, only the loaded flags
-        return Grants([], token_permissions(user.is_superuser, ()), user.authz_version)
-    permissions = token_permissions(found.is_superuser, found.permissions)
-    return Grants(sorted(found.roles), permissions, found.authz_version)
 
 
 async def sync_builtin(db: AsyncSession, default_role: str | None) -> None:
@@ -99,7 +80,7 @@ def _role_snapshot(role: Role, permissions: list[str], parents: list[str]) -> di
     }
 
 
-class RoleService:
+class RoleService(Guardrails):
     def __init__(
         self,
         db: AsyncSession,
@@ -107,12 +88,8 @@ class RoleService:
         client_ip: str | None,
         named_roles: frozenset[str] | None = None,
     ) -> None:
-        self.db = db
-        self.actor = actor
+        super().__init__(db, actor, named_roles)
         self.client_ip = client_ip
-        # The roles the loaded policies name (PolicyBundle.named_roles). Not given: every
-        # role counts as named, the strict reading.
-        self.named_roles = named_roles
         self.audit = AuditService(db, actor, client_ip)
 
     # --- lookups ---------------------------------------------------------------------------
@@ -364,60 +341,6 @@ class RoleService:
             before = {"role": role.name}
             await self._commit("user.role.unassign", "user", str(user.id), before, None)
 
-    async def guard_target(self, user: User) -> None:
-        """Only change or delete an account whose powers the actor holds too: otherwise a
-        ``users:write`` holder could take over an administrator's account (or the account
-        of anyone holding another service's permission, or a role the policies name)."""
-        if user.is_superuser and not self.actor.is_superuser:
-            raise Forbidden(
-                "Only a superuser may change or delete a superuser.",
-                code="PERMISSION_DENIED",
-                data={"missing": ["superuser"]},
-            )
-        await self.no_escalation(await self.user_power(user), "change this account")
-
-    async def user_power(self, user: User) -> Power:
-        graph = await repo.load_graph(self.db)
-        held = self._role_power(graph, await repo.user_role_names(self.db, user.id))
-        return held | Power(superuser=user.is_superuser)
-
-    def check_superuser_flag(self, is_superuser: bool | None, user: User) -> bool:
-        """Whether the update changes superuser status; only a superuser may do that."""
-        if is_superuser is None or is_superuser == user.is_superuser:
-            return False
-        if not self.actor.is_superuser:
-            raise Forbidden(
-                "Only a superuser may grant or take superuser status.", code="PERMISSION_DENIED"
-            )
-        return True
-
-    # --- helpers ---------------------------------------------------------------------------
-
-    async def no_escalation(self, power: Power, doing: str) -> None:
-        """The one rule (see ``authz.power``): nobody gives, takes away or takes over a power
-        they do not hold themselves. 403 ``PERMISSION_DENIED`` naming what is missing."""
-        declared: frozenset[str] = frozenset(BUILTIN_PERMISSIONS)
-        if any(p.endswith(":*") for p in power.permissions):
-            declared |= frozenset(await self.db.scalars(select(Permission.name)))
-        missing = lacking(self.actor, power, declared)
-        if missing:
-            raise Forbidden(
-                f"You cannot {doing}: it needs {missing[0]!r}, which you do not hold.",
-                code="PERMISSION_DENIED",
-                data={"missing": missing},
-            )
-
-    def _named(self, roles: Iterable[str]) -> frozenset[str]:
-        roles = frozenset(roles)
-        return roles if self.named_roles is None else roles & self.named_roles
-
-    def _role_power(self, graph: RoleGraph, roles: Iterable[str]) -> Power:
-        roles = list(roles)
-        if not roles:
-            return NOTHING
-        named = self._named(graph.effective_roles(roles))
-        return role_power(graph, roles, named)
-
     async def _make_holders_stale(self, role: Role) -> None:
         """Everyone holding ``role``, directly or through a role inheriting from it."""
         graph = await repo.load_graph(self.db)
@@ -429,33 +352,6 @@ class RoleService:
         if unknown:
             raise NotFound(f"No role {unknown[0]!r}.", code="ROLE_NOT_FOUND")
         return [found[name] for name in dict.fromkeys(names)]
-
-    async def _admins(self) -> int:
-        graph = await repo.load_graph(self.db)
-        return await repo.count_admins(self.db, graph.descendants(ADMIN_ROLE))
-
-    async def guard_admin_change(
-        self, user: User, is_active: bool | None, is_superuser: bool | None
-    ) -> None:
-        """Refuse to deactivate, demote or delete the last active administrator."""
-        active_after = user.is_active if is_active is None else is_active
-        superuser_after = user.is_superuser if is_superuser is None else is_superuser
-        if active_after and (superuser_after or not user.is_superuser):
-            return  # still as much an administrator as before
-        await repo.lock_authz(self.db)
-        graph = await repo.load_graph(self.db)
-        admin_roles = graph.descendants(ADMIN_ROLE)
-        holds_role = bool(admin_roles & set(await repo.user_role_names(self.db, user.id)))
-        was_admin = user.is_active and (user.is_superuser or holds_role)
-        still_admin = active_after and (superuser_after or holds_role)
-        if was_admin and not still_admin:
-            if await repo.count_admins(self.db, admin_roles) <= 1:
-                raise Conflict("This would leave no active administrator.", code="LAST_ADMIN")
-
-    async def _keep_an_admin(self, before: int) -> None:
-        await self.db.flush()
-        if before > 0 and await self._admins() == 0:
-            raise Conflict("This would leave no active administrator.", code="LAST_ADMIN")
 
     async def _flush_unique(self, message: str, code: str) -> None:
         try:

@@ -27,6 +27,7 @@ from authsvc.db.models import (
     user_roles,
 )
 from authsvc.db.repositories import roles as roles_repo
+from authsvc.services.claims import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.grants import (
     ClientCredentialsGrant,
@@ -37,7 +38,6 @@ from authsvc.services.grants import (
     TokenRequest,
 )
 from authsvc.services.issuer import IssuedTokens
-from authsvc.services.roles import grants_for
 from tests.conftest import PASSWORD, TEST_CLIENT_IP, MakeUser
 
 
