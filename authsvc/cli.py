@@ -146,6 +146,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # their settings afresh (main.app_factory): they learn it from the environment.
         issuer = issuer_for_bind(args.host, args.port)
         os.environ["AUTHSVC_ISSUER"] = issuer
+    # With one worker the app runs in this process, whose settings were read (and cached)
+    # before the two values above were set: read them afresh, as separate workers do.
+    get_settings.cache_clear()
     log.info(
         "serving on http://%s:%d (issuer %s, database %s, %d worker(s))",
         args.host,

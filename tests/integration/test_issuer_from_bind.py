@@ -16,9 +16,12 @@ pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery staple"
 
 
-def test_the_issuer_is_where_serve_listens(tmp_path: Path) -> None:
+# One worker (the README's command) runs the app in the serving process itself, where the
+# settings were read before the issuer was derived; two workers read theirs afresh.
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_issuer_is_where_serve_listens(tmp_path: Path, workers: int) -> None:
     # An empty value means unset (compose files write optional values so).
-    with serve(tmp_path, workers=2, env={"AUTHSVC_ISSUER": ""}) as server:
+    with serve(tmp_path, workers=workers, env={"AUTHSVC_ISSUER": ""}) as server:
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
             # Several fresh connections: every worker must know the derived issuer.
             documents = [
