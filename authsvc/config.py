@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     # Passwords
     password_min_length: int = Field(default=8, ge=1, le=64)
     password_max_length: int = Field(default=128, ge=64, le=1024)
+    # New hashes: Argon2id (OWASP's first choice) or bcrypt (as bcrypt_sha256). Hashes of the
+    # other scheme still verify and are replaced at the next successful login.
+    password_scheme: Literal["argon2", "bcrypt"] = "argon2"
+    # OWASP Password Storage Cheat Sheet: m=19 MiB, t=2, p=1 (RFC 9106's second choice is
+    # m=64 MiB, t=3, p=4). Weaker hashes are upgraded at the next login.
+    argon2_memory_kib: int = Field(default=19_456, ge=1024, le=4_194_304)
+    argon2_time_cost: int = Field(default=2, ge=1, le=32)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
     bcrypt_rounds: int = Field(default=12, ge=4, le=20)
     password_hash_concurrency: int = Field(default=2, ge=1, le=64)
 

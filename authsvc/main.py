@@ -48,7 +48,7 @@ from authsvc.schemas.users import UserCreate, UserRead
 from authsvc.security.keys import KeyRing, load_or_create_signing_key
 from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
-from authsvc.security.passwords import PasswordHasher
+from authsvc.security.passwords import hasher_from_settings
 from authsvc.security.tokens import AccessTokenCodec
 from authsvc.services.callers import CallerResolver
 from authsvc.services.container import AppServices
@@ -133,9 +133,7 @@ def build_services(settings: Settings) -> AppServices:
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
-        hasher=PasswordHasher(
-            rounds=settings.bcrypt_rounds, max_concurrency=settings.password_hash_concurrency
-        ),
+        hasher=hasher_from_settings(settings),
         policy=PasswordPolicy(
             min_length=settings.password_min_length,
             max_length=settings.password_max_length,

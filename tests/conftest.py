@@ -147,6 +147,9 @@ def settings(
         "signing_key_file": signing_key_file,
         "token_secret": SecretStr(TOKEN_SECRET),
         "bcrypt_rounds": 4,
+        # Argon2id at a test-sized cost (the OWASP default is checked in test_passwords).
+        "argon2_memory_kib": 1024,
+        "argon2_time_cost": 1,
         # The in-process client's address (below) plays the office network; the guardrail
         # tests override this to see destructive actions refused from elsewhere.
         "trusted_networks": [TEST_CLIENT_NETWORK],

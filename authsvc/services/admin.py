@@ -28,7 +28,7 @@ from authsvc.db.session import create_engine, create_sessionmaker
 from authsvc.errors import BadRequest, InvalidInput
 from authsvc.schemas.users import AdminUserUpdate
 from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
-from authsvc.security.passwords import PasswordHasher
+from authsvc.security.passwords import hasher_from_settings
 from authsvc.services.roles import RoleService
 from authsvc.services.users import UserManager
 
@@ -54,7 +54,7 @@ async def create_admin(settings: Settings, email: str, password: str) -> uuid.UU
     reason = policy.check(password, email=email)
     if reason is not None:
         raise AdminCreationError(reason)
-    hasher = PasswordHasher(rounds=settings.bcrypt_rounds, max_concurrency=1)
+    hasher = hasher_from_settings(settings, max_concurrency=1)
     hashed = await hasher.hash(password)
 
     if settings.migrate_on_start:

@@ -121,33 +121,6 @@ async def test_token_endpoint_rfc6749_errors(client: httpx.AsyncClient) -> None:
     assert json_body.json()["error"] == "invalid_request"
 
 
-async def test_login_rehashes_an_old_plain_bcrypt_hash(
-    client: httpx.AsyncClient, make_user: MakeUser, services: AppServices
-) -> None:
-    import bcrypt
-    from sqlalchemy import select
-
-    from authsvc.db.models import User
-
-    user = await make_user("legacy@example.com")
-    legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
-    async with services.sessionmaker() as session:
-        stored = await session.get(User, user.id)
-        assert stored is not None
-        stored.hashed_password = legacy
-        await session.commit()
-
-    response = await client.post("/auth/token", data=form("legacy@example.com"))
-    assert response.status_code == 200
-
-    async with services.sessionmaker() as session:
-        new_hash = (await session.execute(select(User.hashed_password))).scalar_one()
-    assert new_hash != legacy
-    assert new_hash.startswith("$bcrypt-sha256$")
-    again = await client.post("/auth/token", data=form("legacy@example.com"))
-    assert again.status_code == 200
-
-
 async def test_long_password_is_not_truncated_at_72_bytes(
     client: httpx.AsyncClient, make_user: MakeUser
 ) -> None:

@@ -149,6 +149,8 @@ def fuzzed_app(
         "signing_key_file": signing_key_file,
         "token_secret": SecretStr(TOKEN_SECRET),
         "bcrypt_rounds": 4,
+        "argon2_memory_kib": 1024,
+        "argon2_time_cost": 1,
         "trusted_networks": [TEST_CLIENT_NETWORK],
         **{
             f"ratelimit_{rule}": ROOMY

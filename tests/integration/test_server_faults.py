@@ -310,7 +310,13 @@ def read_by_server(port: int, connections: int) -> bool:
 @pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
 def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path, workers: int) -> None:
     """Four logins, ~1.5 s of bcrypt each on two CPUs, are in flight when SIGTERM comes."""
-    env = {**ROOMY_LIMITS, "AUTHSVC_BCRYPT_ROUNDS": "14", "AUTHSVC_LOG_FORMAT": "json"}
+    # bcrypt at cost 14 keeps each login busy for seconds (Argon2id, the default, is quicker).
+    env = {
+        **ROOMY_LIMITS,
+        "AUTHSVC_PASSWORD_SCHEME": "bcrypt",
+        "AUTHSVC_BCRYPT_ROUNDS": "14",
+        "AUTHSVC_LOG_FORMAT": "json",
+    }
     with serve(tmp_path, workers=workers, env=env) as server:
         with httpx.Client(base_url=server.base_url, timeout=60) as client:
             created = client.post(
