@@ -1,4 +1,4 @@
-"""Latency of a cheap route, idle and during a bcrypt login storm, measured in one run.
+"""Latency of a cheap route, idle and during a login storm, per password scheme, in one run.
 
 Starts a real ``authsvc serve`` (uvicorn on 127.0.0.1, SQLite in a temporary folder, rate limits
 off), registers one user, then:
@@ -9,11 +9,14 @@ off), registers one user, then:
    verification, failure and the dummy verify all run).
 
 It prints p50/p99/max of ``/healthz`` for both phases, logins per second, and the storm/idle
-ratios. Password hashing runs in worker threads with a cap, so the event loop keeps serving
-``/healthz`` during the storm; on a machine with few cores the ratio still grows because bcrypt
-and the load generator compete for the same CPUs. Compare ratios, not absolute numbers.
+ratios, for each password scheme asked (``--scheme both``, the default: Argon2id with the
+default OWASP parameters, then bcrypt at ``--rounds``, one server each, one after the other).
+Password hashing runs in worker threads with a cap, so the event loop keeps serving ``/healthz``
+during the storm; on a machine with few cores the ratio still grows because the hashing and the
+load generator compete for the same CPUs. Compare ratios, not absolute numbers.
 
-    python bench/login_storm.py [--rounds 12] [--duration 10] [--concurrency 16] [--workers 1]
+    python bench/login_storm.py [--scheme both|argon2|bcrypt] [--rounds 12] [--duration 10]
+                                [--concurrency 16] [--workers 1]
 """
 
 from __future__ import annotations
@@ -43,10 +46,13 @@ def free_port() -> int:
         return port
 
 
-def start_server(folder: Path, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+def start_server(
+    folder: Path, port: int, args: argparse.Namespace, scheme: str
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
     env.update(
         AUTHSVC_DATA_DIR=str(folder / "data"),
+        AUTHSVC_PASSWORD_SCHEME=scheme,
         AUTHSVC_BCRYPT_ROUNDS=str(args.rounds),
         AUTHSVC_RATELIMIT_ENABLED="false",
         AUTHSVC_LOG_LEVEL="WARNING",
@@ -141,12 +147,13 @@ async def measure(base_url: str, args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def report(result: dict[str, object], args: argparse.Namespace) -> None:
+def report(result: dict[str, object], args: argparse.Namespace, scheme: str) -> None:
     idle = result["idle_ms"]
     busy = result["storm_ms"]
     assert isinstance(idle, dict) and isinstance(busy, dict)
+    hashing = "Argon2id (m=19 MiB, t=2, p=1)" if scheme == "argon2" else f"bcrypt {args.rounds}"
     print(
-        f"authsvc login storm: bcrypt rounds {args.rounds}, {args.workers} worker(s), "
+        f"authsvc login storm: {hashing}, {args.workers} worker(s), "
         f"{args.concurrency} concurrent logins, {args.duration:g} s per phase, "
         f"{os.cpu_count()} CPUs"
     )
@@ -159,22 +166,14 @@ def report(result: dict[str, object], args: argparse.Namespace) -> None:
     print(f"ratio storm/idle: p50 {result['ratio_p50']:.2f}x, p99 {result['ratio_p99']:.2f}x")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=12, help="bcrypt cost (default 12)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent login clients")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args()
-
+def run_one(args: argparse.Namespace, scheme: str) -> dict[str, object]:
     folder = Path(tempfile.mkdtemp(prefix="authsvc-bench-"))
     port = free_port()
-    server = start_server(folder, port, args)
+    server = start_server(folder, port, args, scheme)
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_ready(base_url, server, folder)
-        result = asyncio.run(measure(base_url, args))
+        return asyncio.run(measure(base_url, args))
     finally:
         server.terminate()
         try:
@@ -183,10 +182,30 @@ def main() -> None:
             server.kill()
             server.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scheme", choices=["both", "argon2", "bcrypt"], default="both")
+    parser.add_argument("--rounds", type=int, default=12, help="bcrypt cost (default 12)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent login clients")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+
+    schemes = ["argon2", "bcrypt"] if args.scheme == "both" else [args.scheme]
+    results = {scheme: run_one(args, scheme) for scheme in schemes}
     if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        report(result, args)
+        print(json.dumps(results, indent=2))
+        return
+    for scheme, result in results.items():
+        report(result, args, scheme)
+        print()
+    if len(results) == 2:
+        argon2, bcrypt = results["argon2"], results["bcrypt"]
+        rate = float(str(argon2["logins_per_second"])) / float(str(bcrypt["logins_per_second"]))
+        print(f"Argon2id/bcrypt {args.rounds}: logins/s {rate:.2f}x")
 
 
 if __name__ == "__main__":
