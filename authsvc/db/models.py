@@ -90,6 +90,10 @@ class User(SQLAlchemyBaseUserTableUUID, Base):
     # normalize_email(email): what the login limit, the lookup and uniqueness compare. Kept in
     # step by the validator below; a bulk UPDATE of email must set it too (see replace_email).
     email_key: Mapped[str] = mapped_column(String(1024), nullable=False)
+    # An address the owner asked to move to (migration 0009): the account keeps ``email``
+    # until a link sent to the new address confirms it.
+    pending_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    pending_email_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     @validates("email")
     def _keep_email_key(self, _key: str, value: str) -> str:
@@ -232,3 +236,43 @@ class RevokedToken(Base):
     )
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class LoginThrottle(Base):
+    """Consecutive failed sign-ins for one account identifier (migration 0009).
+
+    Keyed by ``normalize_email`` of the submitted username, whether or not an account has it:
+    an unknown address is throttled exactly like a known one, so throttling tells nobody which
+    addresses exist. In the database, so every worker and host counts the same failures.
+    """
+
+    __tablename__ = "login_throttles"
+
+    account_key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # No password is evaluated for this identifier before this instant (untrusted devices).
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When the owner was told that the account is being throttled (once an episode).
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class TrustedDevice(Base):
+    """A device that has signed in to an account before (OWASP "device cookies").
+
+    The app keeps a signed device token naming this row; a sign-in presenting it is judged by
+    this device's own failures, not by the account's throttle (migration 0009).
+    """
+
+    __tablename__ = "trusted_devices"
+    __table_args__ = (Index("ix_trusted_devices_user_id", "user_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        GUID, ForeignKey("user.id", ondelete="CASCADE"), nullable=False
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

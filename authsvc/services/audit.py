@@ -19,6 +19,25 @@ from authsvc.db.repositories.roles import page
 
 __all__ = ["AuditFilter", "AuditService"]
 
+# The security trail's actions (ASVS V16.3), one name each, besides the admin changes
+# ("role.*", "user.update", "client.*", "key.rotate", ...) recorded where they happen.
+LOGIN_SUCCEEDED = "auth.login.success"
+LOGIN_FAILED = "auth.login.failure"  # after: {"reason": ...}, never the password
+LOGIN_THROTTLED = "auth.login.throttled"  # an account identifier starts being throttled
+THROTTLE_CLEARED = "auth.login.unlock"  # by an administrator
+LOGOUT = "auth.logout"
+REFRESH_REUSED = "auth.refresh.reuse"  # a spent refresh token came back: the session ends
+TOKEN_REVOKED = "auth.token.revoke"  # RFC 7009 revocation
+SESSION_REVOKED = "user.sessions.revoke"
+USER_REGISTERED = "user.register"
+PASSWORD_CHANGED = "user.password.change"
+PASSWORD_RESET = "user.password.reset"
+EMAIL_CHANGE_REQUESTED = "user.email.change_request"  # pending until the new address confirms
+EMAIL_CHANGED = "user.email.change"
+EMAIL_REVERTED = "user.email.revert"
+EMAIL_VERIFIED = "user.email.verify"
+POLICY_RELOADED = "policy.reload"
+
 
 class AuditService:
     def __init__(
