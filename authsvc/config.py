@@ -115,6 +115,27 @@ class Settings(BaseSettings):
     argon2_parallelism: int = Field(default=1, ge=1, le=16)
     bcrypt_rounds: int = Field(default=12, ge=4, le=20)
     password_hash_concurrency: int = Field(default=2, ge=1, le=64)
+    # NIST SP 800-63B-4 §3.1.1.2: 8 characters once the account has a second factor.
+    password_min_length_with_mfa: int = Field(default=8, ge=1, le=64)
+    # Optional k-anonymity check against a Pwned-Passwords-style range API ("<url><5 hex>"
+    # answers "SUFFIX:COUNT" lines). Off (None) by default; fails open with a warning.
+    breached_passwords_api_url: str | None = None
+    breached_passwords_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+    # Accounts: email verification and sign-in throttling
+    require_verified_email: bool = True
+    # Consecutive failures per account identifier before delays start; then the delay before
+    # the next attempt is evaluated doubles from the base up to the maximum.
+    login_throttle_threshold: int = Field(default=5, ge=1, le=100)
+    login_throttle_base_delay_seconds: float = Field(default=1.0, gt=0, le=3_600)
+    login_throttle_max_delay_seconds: float = Field(default=900.0, gt=0, le=86_400)
+    # NIST SP 800-63B-4 §3.2.2: at most 100 consecutive failures; then no password is
+    # evaluated from an untrusted device until a reset, an unlock or a trusted device's sign-in.
+    login_max_consecutive_failures: int = Field(default=100, ge=1, le=100)
+    # Device tokens (OWASP "device cookies"): how long one is honoured, and how many
+    # consecutive failures one device may make before it is throttled like anyone else.
+    device_token_lifetime_seconds: int = Field(default=15_552_000, ge=3_600)
+    device_max_failures: int = Field(default=10, ge=1, le=100)
 
     # Rate limits (the "limits" notation: "N/second|minute|hour|day")
     ratelimit_enabled: bool = True
