@@ -20,6 +20,13 @@ stop the multiplication, and a replay after the window still revokes the whole s
 them with the access token signed (``services.issuer``), so a failure before the answer
 leaves no session nobody received and spends no token. Their refusals that revoke commit
 here: a revocation must stick although the request fails.
+
+The security trail (``services.audit``): a late replay and a replay past the bound are alarms
+(``REFRESH_REUSED``, reason ``reused`` or ``reuse_limit``), committed before the grant answers
+its error; an honoured replay and a plain rotation record nothing (the refresh grant's
+statement budget stays). A sign-out (``LOGOUT``) and a user ending one of their sessions
+(``SESSION_REVOKED``) commit with the revocation they describe, and only when it ended
+something.
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.authz.engine import Principal
 from authsvc.db.models import RefreshToken, Session, User, utcnow
 from authsvc.db.repositories import sessions as repo
 from authsvc.errors import NotFound, OAuthError
+from authsvc.services.audit import LOGOUT, REFRESH_REUSED, SESSION_REVOKED, AuditService
 
 
 def hash_refresh_token(token: str) -> str:
@@ -62,9 +71,13 @@ def _invalid(message: str, code: str) -> OAuthError:
 
 
 class SessionService:
-    def __init__(self, db: AsyncSession, policy: SessionPolicy) -> None:
+    def __init__(
+        self, db: AsyncSession, policy: SessionPolicy, client_ip: str | None = None
+    ) -> None:
+        """``client_ip`` goes into the audit events this service records."""
         self.db = db
         self.policy = policy
+        self.client_ip = client_ip
 
     async def start(
         self, user: User, client_ip: str | None, user_agent: str | None
@@ -121,19 +134,32 @@ class SessionService:
         ):
             return
         await self.db.refresh(stored)
+        session_id, user_id = session.id, session.user_id  # the rollback expires the rows
         if stored.used_at is not None and stored.used_at >= window_start:
+            # Nothing of this refresh stays (the lock goes with it); the alarm alone commits.
             await self.db.rollback()
+            self._alarm(session_id, user_id, "reuse_limit")
+            await self.db.commit()
             raise _invalid(
                 "This refresh token was already used by other requests; use the newest one.",
                 "REFRESH_TOKEN_REUSE_LIMIT",
             )
         # A spent token came back late: assume it was stolen and end the whole family.
-        await repo.revoke(self.db, [session.id], "reuse")
+        await repo.revoke(self.db, [session_id], "reuse")
+        self._alarm(session_id, user_id, "reused")
         await self.db.commit()
         raise _invalid(
             "This refresh token was already used; the session is revoked.",
             "REFRESH_TOKEN_REUSED",
         )
+
+    def _alarm(self, session_id: uuid.UUID, user_id: uuid.UUID, reason: str) -> None:
+        # No actor: whoever presents a spent token is not known to be the session's user.
+        after = {"session_id": str(session_id), "reason": reason}
+        self._audit(None).record(REFRESH_REUSED, "user", str(user_id), None, after)
+
+    def _audit(self, actor: Principal | None) -> AuditService:
+        return AuditService(self.db, actor, self.client_ip)
 
     async def _mint(self, session: Session) -> str:
         token = secrets.token_urlsafe(32)  # 256 bits
@@ -151,14 +177,38 @@ class SessionService:
         await self.db.commit()
         return ended
 
+    async def logout(self, user: Principal) -> None:
+        """End the session ``user``'s token belongs to (``LOGOUT``, scope ``this``)."""
+        if user.session_id is None or user.user_id is None:
+            return
+        if await repo.revoke(self.db, [user.session_id], "logout"):
+            after = {"session_id": str(user.session_id), "scope": "this"}
+            self._audit(user).record(LOGOUT, "user", str(user.user_id), None, after)
+        await self.db.commit()
+
+    async def logout_all(self, user: Principal) -> int:
+        """End every session of ``user`` (``LOGOUT``, scope ``all``, with how many ended)."""
+        assert user.user_id is not None
+        ended = await repo.revoke_all(self.db, user.user_id, "logout-all")
+        if ended:
+            session_id = str(user.session_id) if user.session_id else None
+            after = {"session_id": session_id, "scope": "all", "ended": ended}
+            self._audit(user).record(LOGOUT, "user", str(user.user_id), None, after)
+        await self.db.commit()
+        return ended
+
     async def live(self, user_id: uuid.UUID) -> list[Session]:
         """The user's sessions not ended nor expired, most recently used first."""
         return await repo.live_sessions(self.db, user_id)
 
-    async def end_own(self, user_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> None:
-        """End one of the user's live sessions; 404 ``SESSION_NOT_FOUND`` for any other
-        (another user's session looks exactly like one that does not exist)."""
+    async def end_own(self, user: Principal, session_id: uuid.UUID) -> None:
+        """End one of the user's live sessions (``SESSION_REVOKED``, scope ``one``); 404
+        ``SESSION_NOT_FOUND`` for any other (another user's session looks exactly like one
+        that does not exist)."""
         found = await repo.get(self.db, session_id)
-        if found is None or found.user_id != user_id or found.revoked_at is not None:
+        if found is None or found.user_id != user.user_id or found.revoked_at is not None:
             raise NotFound("No such session.", code="SESSION_NOT_FOUND")
-        await self.end(session_id, reason)
+        if await repo.revoke(self.db, [session_id], "user"):
+            after = {"session_id": str(session_id), "scope": "one"}
+            self._audit(user).record(SESSION_REVOKED, "user", str(found.user_id), None, after)
+        await self.db.commit()

@@ -47,20 +47,27 @@ def _read(session: Session, principal: Principal) -> SessionRead:
     "/logout",
     status_code=204,
     summary="Sign out (end this session)",
-    description="Its refresh token stops working, and its access tokens stop passing at once.",
+    description="Its refresh token stops working, and its access tokens stop passing at once. "
+    "Recorded in the audit trail (`auth.logout`).",
 )
-async def logout(principal: CurrentPrincipal, db: SessionDep, services: ServicesDep) -> Response:
-    if principal.session_id is not None:
-        await SessionService(db, services.session_policy).end(principal.session_id, "logout")
+async def logout(
+    principal: CurrentPrincipal, db: SessionDep, services: ServicesDep, ip: ClientIP
+) -> Response:
+    await SessionService(db, services.session_policy, ip).logout(principal)
     return Response(status_code=204)
 
 
-@auth_router.post("/logout-all", status_code=204, summary="Sign out everywhere")
+@auth_router.post(
+    "/logout-all",
+    status_code=204,
+    summary="Sign out everywhere",
+    description="Ends every session of the account. Recorded in the audit trail "
+    "(`auth.logout`, with how many sessions ended).",
+)
 async def logout_all(
-    principal: CurrentPrincipal, db: SessionDep, services: ServicesDep
+    principal: CurrentPrincipal, db: SessionDep, services: ServicesDep, ip: ClientIP
 ) -> Response:
-    assert principal.user_id is not None
-    await SessionService(db, services.session_policy).end_all(principal.user_id, "logout-all")
+    await SessionService(db, services.session_policy, ip).logout_all(principal)
     return Response(status_code=204)
 
 
@@ -73,13 +80,21 @@ async def my_sessions(
     return [_read(s, principal) for s in live]
 
 
-@me_router.delete("/me/sessions/{session_id}", status_code=204, summary="End one of my sessions")
+@me_router.delete(
+    "/me/sessions/{session_id}",
+    status_code=204,
+    summary="End one of my sessions",
+    description="Recorded in the audit trail (`user.sessions.revoke`). 404 "
+    "`SESSION_NOT_FOUND` for a session that is not one of yours or has already ended.",
+)
 async def end_my_session(
-    session_id: uuid.UUID, principal: CurrentPrincipal, db: SessionDep, services: ServicesDep
+    session_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    db: SessionDep,
+    services: ServicesDep,
+    ip: ClientIP,
 ) -> Response:
-    assert principal.user_id is not None
-    service = SessionService(db, services.session_policy)
-    await service.end_own(principal.user_id, session_id, "user")
+    await SessionService(db, services.session_policy, ip).end_own(principal, session_id)
     return Response(status_code=204)
 
 

@@ -16,7 +16,8 @@ class RefreshTokenGrant:
         presented = request.required("refresh_token", _MAX_REFRESH)
         context.limiter.hit(context.rules.login_ip, request.client_ip)
         # Spent in this transaction; the issuer commits it only with the new access token.
-        refreshed = await SessionService(context.db, context.session_policy).rotate(presented)
+        sessions = SessionService(context.db, context.session_policy, request.client_ip)
+        refreshed = await sessions.rotate(presented)
         return await context.issuer.for_user(
             refreshed.user, refreshed.session, refreshed.refresh_token
         )
