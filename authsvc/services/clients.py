@@ -101,19 +101,18 @@ async def revoke_service_token(
     RFC 7009 §2.1: the server checks that the token was issued to the client asking. A token
     of another client (or a request without client authentication) is, for that requester, a
     token it cannot revoke; §2.2 answers such requests 200 all the same, so nothing tells the
-    requester whether the token exists. Returns whether the token is (now) revoked.
+    requester whether the token exists. Returns whether this call revoked it (False too when
+    it already was); uncommitted: the caller commits it with its audit event.
     """
     if requester is None or str(claims.get("client_id")) != requester.id:
         return False
-    await repo.add_revoked(
+    return await repo.add_revoked(
         db,
         jti=str(claims["jti"]),
         client_id=requester.id,
         expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         now=utcnow(),
     )
-    await db.commit()
-    return True
 
 
 class ClientService:

@@ -2,6 +2,13 @@
 
 An access token is judged by the one caller resolver (``services.callers``), so introspection
 and the guarded routes never disagree about a token; a refresh token by its stored hash.
+
+A revocation that ends something is recorded (``TOKEN_REVOKED``) in the same transaction. The
+trail's actor columns name users (an administrator, a signed-in user); a client is named where
+the admin changes name it, by its id in a column of its own: here ``after.client_id`` (None for
+a public app that sent no credentials). The actor stays empty: presenting a token proves
+holding it, not who holds it. The target is the session a user's token belongs to, or a
+service token's ``jti``; never the token itself.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.db.models import OAuthClient, Session
 from authsvc.db.repositories import sessions as sessions_repo
 from authsvc.services import clients
+from authsvc.services.audit import TOKEN_REVOKED, AuditService
 from authsvc.services.callers import Anonymous, CallerResolver
 from authsvc.services.sessions import hash_refresh_token
 
@@ -21,9 +29,13 @@ INACTIVE: dict[str, Any] = {"active": False}
 
 
 class TokenService:
-    def __init__(self, db: AsyncSession, callers: CallerResolver) -> None:
+    def __init__(
+        self, db: AsyncSession, callers: CallerResolver, client_ip: str | None = None
+    ) -> None:
+        """``client_ip`` goes into the audit events of revocations."""
         self.db = db
         self.callers = callers
+        self.client_ip = client_ip
 
     async def client(
         self, authorization: str | None, client_id: str | None, client_secret: str | None
@@ -60,10 +72,15 @@ class TokenService:
         # The signature only: a token that no longer passes (stale, its user deactivated)
         # still names a session worth ending.
         claims = self.callers.claims(token) if token else None
+        client_id = requester.id if requester is not None else None
         if claims is not None and clients.is_service_token(claims):
-            await clients.revoke_service_token(self.db, requester, claims)
+            if await clients.revoke_service_token(self.db, requester, claims):
+                after = {"client_id": client_id, "token_type": "access_token"}
+                self._record("service_token", str(claims["jti"]), after)
+            await self.db.commit()
             return
         session_id: uuid.UUID | None = None
+        token_type = "access_token"
         if claims is not None:
             try:
                 session_id = uuid.UUID(str(claims["sid"]))
@@ -72,6 +89,17 @@ class TokenService:
         elif token:
             stored = await sessions_repo.by_token_hash(self.db, hash_refresh_token(token))
             session_id = stored.session_id if stored is not None else None
-        if session_id is not None:
-            await sessions_repo.revoke(self.db, [session_id], "revoked")
-            await self.db.commit()
+            token_type = "refresh_token"
+        if session_id is None:
+            return
+        if await sessions_repo.revoke(self.db, [session_id], "revoked"):
+            session = await self.db.get(Session, session_id)
+            user_id = str(session.user_id) if session is not None else None
+            after = {"client_id": client_id, "user_id": user_id, "token_type": token_type}
+            self._record("session", str(session_id), after)
+        await self.db.commit()
+
+    def _record(self, target_type: str, target_id: str, after: dict[str, Any]) -> None:
+        AuditService(self.db, None, self.client_ip).record(
+            TOKEN_REVOKED, target_type, target_id, None, after
+        )

@@ -5,6 +5,7 @@ request that raised it answers an error."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -309,6 +310,20 @@ async def test_revoking_a_service_token_is_recorded_only_for_its_own_client(
     await assert_no_secret_in_trail(
         services, token, orders["client_secret"], other["client_secret"]
     )
+
+
+async def test_concurrent_revocations_of_one_token_record_one_event(
+    client: httpx.AsyncClient, services: AppServices, admin_headers: Headers
+) -> None:
+    orders = await register_client(client, admin_headers)
+    auth = basic(orders["id"], orders["client_secret"])
+    grant = {"grant_type": "client_credentials"}
+    token = (await client.post("/auth/token", data=grant, headers=auth)).json()["access_token"]
+    answers = await asyncio.gather(
+        *(client.post("/auth/revoke", data={"token": token}, headers=auth) for _ in range(8))
+    )
+    assert {a.status_code for a in answers} == {200}
+    assert len(await events(services, audit.TOKEN_REVOKED)) == 1
 
 
 # --- policy reloads --------------------------------------------------------------------------

@@ -58,7 +58,9 @@ async def introspect(
     "with `invalid_client`. A service (client_credentials) token: revoked only when the request "
     "authenticates as the client it was issued to; it then stops passing introspection and "
     "`/authz/check` at once. Always 200, also for unknown tokens and for another client's "
-    "tokens, which are left alone (§2.1, §2.2).",
+    "tokens, which are left alone (§2.1, §2.2). A revocation that ends something is recorded in "
+    "the audit trail (`auth.token.revoke`: the session or the service token's `jti`, and the "
+    "client; never the token).",
     response_class=Response,  # §2.2: an empty 200
     responses=error_responses(401, oauth=True),
 )
@@ -66,13 +68,14 @@ async def revoke(
     request: Request,
     services: ServicesDep,
     db: SessionDep,
+    ip: ClientIP,
     token: Annotated[str, Form(max_length=8192)] = "",
     token_type_hint: Annotated[str | None, Form(max_length=32)] = None,
     client_id: Annotated[str | None, Form()] = None,
     client_secret: Annotated[str | None, Form()] = None,
 ) -> Response:
     # §2.1: the hint only saves a lookup; every kind of token is tried whatever it says.
-    tokens = TokenService(db, services.callers)
+    tokens = TokenService(db, services.callers, ip)
     requester = await tokens.client(request.headers.get("authorization"), client_id, client_secret)
     await tokens.revoke(token, requester)
     return Response(status_code=200, headers=_NO_STORE)

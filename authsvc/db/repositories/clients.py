@@ -28,12 +28,17 @@ async def is_revoked(db: AsyncSession, jti: str) -> bool:
 
 async def add_revoked(
     db: AsyncSession, *, jti: str, client_id: str, expires_at: datetime, now: datetime
-) -> None:
+) -> bool:
     """Record a revoked token; revoking it twice, even concurrently, keeps the first row.
-    Rows past their token's expiry are dropped on the way (the token fails on its own then)."""
+    Rows past their token's expiry are dropped on the way (the token fails on its own then).
+    True when this call added the row (the audit trail records only that one)."""
     await db.execute(delete(RevokedToken).where(RevokedToken.expires_at <= now))
     values = {"jti": jti, "client_id": client_id, "expires_at": expires_at, "revoked_at": now}
     dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
-    await db.execute(
-        dialect.insert(RevokedToken).values(values).on_conflict_do_nothing(index_elements=["jti"])
+    added = await db.scalar(
+        dialect.insert(RevokedToken)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["jti"])
+        .returning(RevokedToken.jti)
     )
+    return added is not None
