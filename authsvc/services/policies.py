@@ -9,6 +9,12 @@ Several workers: the worker that reloads writes the new set's digest to a marker
 data directory (``policies-reloaded``); every worker checks that file once a second and, when
 the digest differs from its own, reloads from the policies folder. Workers on several hosts
 need the data directory (like the keys) on shared storage, and the same policy files.
+
+A reload asked for (``reload_recorded``: the HTTP route, SIGHUP) is a security event: the
+audit trail gets ``POLICY_RELOADED`` with the digests of the new set and of the one it
+replaced, and a refused reload too (``after.error``), committed before the refusal is
+answered. A worker following another's announcement records nothing: the reload it follows
+was recorded where it was asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +54,7 @@ from authsvc.authz.entities import (
 from authsvc.db.models import User
 from authsvc.errors import InvalidInput
 from authsvc.observability import Metrics
+from authsvc.services.audit import POLICY_RELOADED, AuditService
 
 log = logging.getLogger("authsvc.policies")
 
@@ -66,6 +74,9 @@ AUTHSVC_ACTIONS = {
     "audit:read": "AuditLog",
 }
 AUDIT_LOG_ID = "audit"
+POLICY_INVALID = "POLICY_INVALID"
+# The audit trail's name for the policy set a deployment runs (one per deployment).
+POLICY_SET = ("policy_set", "policies")
 
 
 def principal_entities(principal: Principal) -> list[dict[str, Any]]:
@@ -163,6 +174,12 @@ def validate_attributes(bundle: PolicyBundle, attributes: Mapping[str, Any]) -> 
         ) from None
 
 
+@dataclass(frozen=True)
+class Reloaded:
+    bundle: PolicyBundle
+    previous: str  # the digest of the set it replaced
+
+
 class PolicyStore:
     def __init__(self, directory: Path, marker: Path, metrics: Metrics | None = None) -> None:
         self.directory = directory
@@ -178,7 +195,13 @@ class PolicyStore:
     async def reload(self, *, announce: bool = True) -> PolicyBundle:
         """Load and validate the folder off the event loop, then swap. Raises
         :class:`PolicyLoadError` and keeps the current set when the folder is invalid."""
+        return (await self.swap(announce=announce)).bundle
+
+    async def swap(self, *, announce: bool = True) -> Reloaded:
+        """:meth:`reload`, also telling which set the new one replaced (read under the lock,
+        so two reloads at once each name the right one)."""
         async with self._lock:
+            previous = self._bundle.digest
             try:
                 bundle = await anyio.to_thread.run_sync(load_verified, self.directory)
             except PolicyLoadError as exc:
@@ -193,7 +216,7 @@ class PolicyStore:
             )
             if announce:
                 await anyio.to_thread.run_sync(self._announce, bundle)
-            return bundle
+            return Reloaded(bundle, previous)
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -237,3 +260,26 @@ class PolicyStore:
                     "the policy files here differ from the set another worker announced",
                     extra={"announced": digest[:12], "loaded": self._bundle.digest[:12]},
                 )
+
+
+async def reload_recorded(store: PolicyStore, audit: AuditService) -> PolicyBundle:
+    """Reload ``store`` and record it in the caller's transaction, committed here; a refused
+    reload is recorded and committed too, then :class:`PolicyLoadError` goes on. The swap
+    happens first (an event needs the new digest): should the commit fail, the new set is in
+    force all the same, like after any reload."""
+    try:
+        done = await store.swap()
+    except PolicyLoadError as exc:
+        after: dict[str, Any] = {
+            "error": POLICY_INVALID,
+            "in_force": store.bundle.digest,
+            "problems": len(exc.problems),
+        }
+        audit.record(POLICY_RELOADED, *POLICY_SET, None, after)
+        await audit.db.commit()
+        raise
+    bundle = done.bundle
+    after = {"digest": bundle.digest, "previous": done.previous, "policies": len(bundle.ids)}
+    audit.record(POLICY_RELOADED, *POLICY_SET, None, after)
+    await audit.db.commit()
+    return bundle

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 from fastapi import APIRouter
 
@@ -13,6 +14,7 @@ from authsvc.authz.cedar import (
     PolicyBundle,
     PolicyLoadError,
 )
+from authsvc.authz.engine import Principal
 from authsvc.errors import InvalidInput
 from authsvc.schemas.policies import (
     BatchCheckRequest,
@@ -23,6 +25,8 @@ from authsvc.schemas.policies import (
     PolicySetRead,
 )
 from authsvc.services import checks
+from authsvc.services.audit import AuditService
+from authsvc.services.policies import POLICY_INVALID, reload_recorded
 
 router = APIRouter(tags=["authz"])
 
@@ -91,16 +95,23 @@ async def read_policies(services: ServicesDep) -> PolicySetRead:
     summary="Reload the policies from their folder",
     description="Validates the folder's schema and policies, then swaps them in at once; the "
     "other workers follow within about a second. 422 `POLICY_INVALID` (with every problem's "
-    "file and policy id) leaves the loaded set in force. SIGHUP to a worker does the same.",
-    dependencies=[require_permissions("policies:write")],
+    "file and policy id) leaves the loaded set in force. SIGHUP to a worker does the same. "
+    "Recorded in the audit trail (`policy.reload`, with the new and previous digests), a "
+    "refused reload too.",
 )
-async def reload_policies(services: ServicesDep) -> PolicySetRead:
+async def reload_policies(
+    services: ServicesDep,
+    db: SessionDep,
+    principal: Annotated[Principal, require_permissions("policies:write")],
+    ip: ClientIP,
+) -> PolicySetRead:
+    # The reload touches no table; the request's session carries its audit event.
     try:
-        bundle = await services.policies.reload()
+        bundle = await reload_recorded(services.policies, AuditService(db, principal, ip))
     except PolicyLoadError as exc:
         raise InvalidInput(
             "The policies are invalid; the loaded set stays in force.",
-            code="POLICY_INVALID",
+            code=POLICY_INVALID,
             data={"problems": [p.as_dict() for p in exc.problems]},
         ) from None
     return _describe(bundle)
