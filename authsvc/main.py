@@ -50,6 +50,7 @@ from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
 from authsvc.security.passwords import hasher_from_settings
 from authsvc.security.tokens import AccessTokenCodec
+from authsvc.services.audit import AuditService
 from authsvc.services.callers import CallerResolver
 from authsvc.services.container import AppServices
 from authsvc.services.grants import (
@@ -58,7 +59,7 @@ from authsvc.services.grants import (
     PasswordGrant,
     RefreshTokenGrant,
 )
-from authsvc.services.policies import PolicyStore
+from authsvc.services.policies import PolicyStore, reload_recorded
 from authsvc.services.roles import sync_builtin
 from authsvc.services.sessions import SessionPolicy
 
@@ -246,8 +247,15 @@ def _reload_on_sighup(services: AppServices) -> Callable[[], None]:
     pending: set[asyncio.Task[Any]] = set()
 
     async def reload() -> None:
-        with contextlib.suppress(PolicyLoadError):  # logged; the loaded set stays
-            await services.policies.reload()
+        # Recorded like a reload by HTTP, with no actor (whoever may signal the process). The
+        # set is swapped before anything is written, so a database outage costs only the event.
+        try:
+            async with services.sessionmaker() as db:
+                await reload_recorded(services.policies, AuditService(db))
+        except PolicyLoadError:
+            pass  # logged; the loaded set stays
+        except Exception:
+            log.error("the SIGHUP policy reload could not be audited", exc_info=True)
 
     def handle() -> None:
         task = loop.create_task(reload())

@@ -6,6 +6,8 @@ request that raised it answers an error."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +18,9 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
+from authsvc.config import Settings
 from authsvc.db.models import AuditEvent, RefreshToken, User, utcnow
+from authsvc.main import create_app
 from authsvc.services import audit
 from authsvc.services.container import AppServices
 from tests.api.test_oauth import basic, register_client
@@ -372,3 +376,26 @@ class TestPolicyReloads:
         await assert_no_secret_in_trail(
             services, admin_headers["Authorization"].removeprefix("Bearer ")
         )
+
+    async def test_a_sighup_reload_is_recorded_without_an_actor(
+        self, services: AppServices, settings: Settings, policy_dir: Path
+    ) -> None:
+        # An app of its own: its lifespan installs the SIGHUP handler (and disposes its engine
+        # at the end, which the shared app must not suffer).
+        own = create_app(settings)
+        old = own.state.services.policies.bundle.digest
+        (policy_dir / "trail.cedar").write_text(EXTRA_POLICY)
+        async with own.router.lifespan_context(own):
+            if signal.getsignal(signal.SIGHUP) in (signal.SIG_DFL, signal.SIG_IGN, None):
+                pytest.skip("no SIGHUP handler here (not the main thread): the signal would kill")
+            os.kill(os.getpid(), signal.SIGHUP)
+            deadline = asyncio.get_running_loop().time() + 20
+            while not await events(services, audit.POLICY_RELOADED):
+                assert asyncio.get_running_loop().time() < deadline, "no event after SIGHUP"
+                await asyncio.sleep(0.02)
+            new = own.state.services.policies.bundle
+
+        event = await the_event(services, audit.POLICY_RELOADED)
+        assert (event.actor_id, event.actor_email, event.client_ip) == (None, None, None)
+        assert event.after == {"digest": new.digest, "previous": old, "policies": len(new.ids)}
+        assert new.digest != old
