@@ -40,6 +40,9 @@ ROOMY_LIMITS = {
     "AUTHSVC_RATELIMIT_ANONYMOUS": "10000/minute",
     "AUTHSVC_RATELIMIT_AUTHENTICATED": "10000/minute",
 }
+# These tests register users and sign them in; verifying the address is not what they are
+# about (tests/api/test_register.py is), so registration answers 201 and needs no mailbox.
+NO_VERIFICATION = {"AUTHSVC_REQUIRE_VERIFIED_EMAIL": "false"}
 
 
 def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
@@ -88,6 +91,7 @@ def test_database_outage_under_a_real_server(tmp_path: Path) -> None:
             "AUTHSVC_BCRYPT_ROUNDS": "4",
             "AUTHSVC_LOG_FORMAT": "json",
             **ROOMY_LIMITS,
+            **NO_VERIFICATION,
         }
         migrated = run_cli(["migrate"], tmp_path, env)
         assert migrated.returncode == 0, migrated.stderr
@@ -225,6 +229,7 @@ def test_redis_outage_under_a_real_server(
 ) -> None:
     env = {
         **ROOMY_LIMITS,
+        **NO_VERIFICATION,
         "AUTHSVC_RATELIMIT_STORAGE_URI": redis.url,
         "AUTHSVC_RATELIMIT_LOGIN_USERNAME": "3/minute",
         "AUTHSVC_RATELIMIT_FAIL_OPEN": "true" if fail_open else "false",
@@ -313,6 +318,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path, workers: 
     # bcrypt at cost 14 keeps each login busy for seconds (Argon2id, the default, is quicker).
     env = {
         **ROOMY_LIMITS,
+        **NO_VERIFICATION,
         "AUTHSVC_PASSWORD_SCHEME": "bcrypt",
         "AUTHSVC_BCRYPT_ROUNDS": "14",
         "AUTHSVC_LOG_FORMAT": "json",
