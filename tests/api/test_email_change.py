@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from fastapi_users.jwt import generate_jwt
 from sqlalchemy import select
 
 from authsvc.db.models import AuditEvent, Session, User
 from authsvc.services.container import AppServices
-from tests.conftest import PASSWORD, MakeUser, delivered
+from tests.conftest import PASSWORD, TOKEN_SECRET, MakeUser, delivered
 
 OLD = "owner@example.com"
 NEW = "owner.new@example.com"
@@ -315,6 +317,29 @@ async def test_bad_confirmation_tokens_are_refused_cleanly(
         assert refused.json()["detail"]["code"] == "CONFIRM_EMAIL_BAD_TOKEN"
     assert (await confirm(client, "x" * 4097)).status_code == 422
     assert (await client.post("/auth/confirm-email", json={})).status_code == 422
+
+
+async def test_expired_and_forged_confirmation_tokens_are_refused(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = await make_user(OLD)
+    tokens = await sign_in(client, OLD)
+    assert (await change_email(client, tokens, current_password=PASSWORD)).status_code == 200
+    link = only(mails(await delivered(services, capsys)), NEW, CONFIRM_SUBJECT)
+    claims = jwt.decode(str(link.token), options={"verify_signature": False})
+    claims.pop("exp")
+    expired = generate_jwt(claims, TOKEN_SECRET, -60)
+    forged = generate_jwt(claims, "not-the-secret-" + "y" * 32, 600)
+    mismatched = generate_jwt({**claims, "email": ATTACKER}, TOKEN_SECRET, 600)  # not pending
+    for bad in (expired, forged, mismatched):
+        refused = await confirm(client, bad)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["detail"]["code"] == "CONFIRM_EMAIL_BAD_TOKEN"
+    assert await stored_email(services, user.id) == (OLD, True)
+    assert (await confirm(client, link.token)).status_code == 200
 
 
 async def test_revert_restores_the_old_address_and_ends_every_session(
