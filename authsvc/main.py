@@ -29,7 +29,9 @@ from authsvc.api.errors import document_error_shapes, install_error_handlers
 from authsvc.api.input_guard import NulByteGuard
 from authsvc.api.middleware import BodySizeLimit
 from authsvc.api.routes import audit, auth, authz, health, me, oauth, roles, sessions, users
+from authsvc.api.routes import email as email_routes
 from authsvc.api.routes import keys as keys_routes
+from authsvc.api.routes import register as register_routes
 from authsvc.api.routes.docs import describe, install_docs
 from authsvc.api.security_headers import SecurityHeaders
 from authsvc.authz.cedar import PolicyLoadError
@@ -44,7 +46,7 @@ from authsvc.notify.smtp import SmtpNotifier
 from authsvc.observability import JsonFormatter, Metrics, RequestContext
 from authsvc.ratelimit.limiter import RateLimiter
 from authsvc.ratelimit.rules import RateRules
-from authsvc.schemas.users import UserCreate, UserRead
+from authsvc.schemas.users import UserRead
 from authsvc.security.keys import KeyRing, load_or_create_signing_key
 from authsvc.security.keystore import KeyStore
 from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
@@ -340,8 +342,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext, metrics=services.metrics)  # outermost: ids on every answer
 
-    # fastapi-users keeps registration, verification and reset; who is calling is ours
-    # (api.deps.get_caller), so it gets no authentication backend.
+    # fastapi-users keeps verification and reset; registration (which must not tell who is
+    # registered) and who is calling (api.deps.get_caller) are ours, so it gets no
+    # authentication backend.
     fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [])
 
     # Every route but the probes, the docs and the well-known documents counts against the
@@ -352,10 +355,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.keys)
     app.include_router(auth.router, prefix="/auth", dependencies=limited)
     app.include_router(
-        describe(fastapi_users.get_register_router(UserRead, UserCreate)),
-        prefix="/auth",
-        tags=["auth"],
-        dependencies=[*limited, limit_by_ip("register_ip")],
+        register_routes.router, prefix="/auth", dependencies=[*limited, limit_by_ip("register_ip")]
     )
     for router in (
         describe(fastapi_users.get_verify_router(UserRead)),
@@ -367,6 +367,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tags=["auth"],
             dependencies=[*limited, limit_by_ip("password_reset_ip")],
         )
+    app.include_router(email_routes.router, prefix="/auth", dependencies=limited)
     app.include_router(me.router, prefix="/users", dependencies=limited)
     app.include_router(sessions.auth_router, prefix="/auth", dependencies=limited)
     app.include_router(sessions.me_router, prefix="/users", dependencies=limited)

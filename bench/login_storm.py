@@ -55,6 +55,7 @@ def start_server(
         AUTHSVC_PASSWORD_SCHEME=scheme,
         AUTHSVC_BCRYPT_ROUNDS=str(args.rounds),
         AUTHSVC_RATELIMIT_ENABLED="false",
+        AUTHSVC_REQUIRE_VERIFIED_EMAIL="false",  # the bench user signs in right after sign-up
         AUTHSVC_LOG_LEVEL="WARNING",
     )
     command = [sys.executable, "-m", "authsvc.cli", "serve", "--port", str(port)]

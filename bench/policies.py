@@ -229,6 +229,7 @@ async def run(iterations: int, api_iterations: int) -> None:
             migrate_on_start=False,
             ratelimit_enabled=False,
             bcrypt_rounds=4,
+            require_verified_email=False,  # 201 with the user's id, and sign-in at once
         )
         await asyncio.to_thread(migrations.upgrade, settings.resolved_database_url)
         app = create_app(settings)

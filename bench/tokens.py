@@ -50,7 +50,11 @@ async def rate(seconds: float, step: object) -> float:
 async def run(seconds: float) -> None:
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings(
-            _env_file=None, data_dir=Path(folder), ratelimit_enabled=False, bcrypt_rounds=4
+            _env_file=None,
+            data_dir=Path(folder),
+            ratelimit_enabled=False,
+            bcrypt_rounds=4,
+            require_verified_email=False,  # the bench user signs in right after sign-up
         )
         await asyncio.to_thread(migrations.upgrade, settings.resolved_database_url)
         app = create_app(settings)

@@ -6,18 +6,29 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 # "email-changed" goes to the address an account had before its email changed; its token (when
-# there is one) undoes the change through POST /auth/revert-email.
-Purpose = Literal["verify", "reset-password", "email-changed"]
+# there is one) undoes the change through POST /auth/revert-email. "confirm-email" goes to the
+# address a user asked to move to; its token makes the move (POST /auth/confirm-email).
+# "register-attempt" goes to the owner of an address someone tried to register again: no token.
+Purpose = Literal["verify", "reset-password", "email-changed", "confirm-email", "register-attempt"]
 
 SUBJECTS: dict[Purpose, str] = {
     "verify": "Verify your email address",
     "reset-password": "Reset your password",
     "email-changed": "Your email address was changed",
+    "confirm-email": "Confirm your new email address",
+    "register-attempt": "Someone tried to register with your address",
 }
 _LINK_PATHS: dict[Purpose, str] = {
     "verify": "verify",
     "reset-password": "reset-password",
     "email-changed": "revert-email",
+    "confirm-email": "confirm-email",
+    "register-attempt": "forgot-password",
+}
+_ACTIONS: dict[Purpose, str] = {
+    "verify": "verify your email address",
+    "reset-password": "reset your password",
+    "confirm-email": "make this address the one of your account",
 }
 
 
@@ -25,7 +36,8 @@ _LINK_PATHS: dict[Purpose, str] = {
 class TokenMessage:
     to: str
     purpose: Purpose
-    # None only for an "email-changed" notice that offers no way back (an administrator's change).
+    # None for a notice that carries no token: a "register-attempt", or an "email-changed"
+    # notice that offers no way back (an administrator's change).
     token: str | None
     link: str | None
 
@@ -36,11 +48,27 @@ class TokenMessage:
     def body(self) -> str:
         if self.purpose == "email-changed":
             return self._email_changed_body()
-        action = "verify your email address" if self.purpose == "verify" else "reset your password"
-        lines = [f"Use this token to {action}:", "", str(self.token), ""]
+        if self.purpose == "register-attempt":
+            return self._register_attempt_body()
+        lines = [f"Use this token to {_ACTIONS[self.purpose]}:", "", str(self.token), ""]
         if self.link:
             lines += ["Or open:", self.link, ""]
         lines.append("If you did not ask for this, ignore this message.")
+        return "\n".join(lines)
+
+    def _register_attempt_body(self) -> str:
+        # The registration answered as it does for a new address; only this mailbox learns
+        # that the address is taken.
+        lines = [
+            "Someone asked to register a new account with this address, which already has an",
+            "account. Nothing was changed and no new account was made.",
+            "",
+            "If it was you: sign in with your password, or ask for a password reset if you",
+            "forgot it.",
+        ]
+        if self.link:
+            lines += ["", "To reset your password, open:", self.link]
+        lines += ["", "If it was not you, ignore this message."]
         return "\n".join(lines)
 
     def _email_changed_body(self) -> str:
@@ -68,7 +96,9 @@ class Notifier(Protocol):
     async def send(self, message: TokenMessage) -> None: ...
 
 
-def build_link(public_url: str | None, purpose: Purpose, token: str) -> str | None:
+def build_link(public_url: str | None, purpose: Purpose, token: str | None) -> str | None:
+    """The page a message points at; with no token (a notice), the page alone."""
     if not public_url:
         return None
-    return f"{public_url.rstrip('/')}/{_LINK_PATHS[purpose]}?token={token}"
+    page = f"{public_url.rstrip('/')}/{_LINK_PATHS[purpose]}"
+    return f"{page}?token={token}" if token else page

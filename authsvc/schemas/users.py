@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi_users import schemas
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
@@ -20,6 +20,16 @@ class UserRead(schemas.BaseUser[uuid.UUID]):
     attributes: dict[str, Any] = Field(
         default_factory=dict,
         description="Attributes the policies see (department, ...), set by admins.",
+    )
+
+
+class MeRead(UserRead):
+    """``/users/me``: the user's own view, with an email change waiting for confirmation."""
+
+    pending_email: str | None = Field(
+        default=None,
+        description="The address you asked to move to, until you confirm it through the link "
+        "sent there (`POST /auth/confirm-email`); `null` when no change is pending.",
     )
 
 
@@ -87,6 +97,22 @@ class RevertEmailRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     token: str = Field(max_length=4096)
+
+
+class ConfirmEmailRequest(BaseModel):
+    """``POST /auth/confirm-email``: the token sent to the address the account moves to."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(max_length=4096)
+
+
+class RegistrationAccepted(BaseModel):
+    """``POST /auth/register`` with verification required: the same answer for every address."""
+
+    status: Literal["verification_sent"] = "verification_sent"
+    message: str = (
+        "If the address can be registered, a message with a verification link was sent to it."
+    )
 
 
 class UserPage(BaseModel):

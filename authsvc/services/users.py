@@ -5,13 +5,14 @@ The methods that hash are therefore overridden to await ``PasswordHasher`` (work
 capped); the helper handed to fastapi-users refuses to run on the event loop, so a path we
 missed fails loudly in tests instead of silently blocking. Everything else is fastapi-users'.
 
-An email change is where a stolen access token would turn into a stolen account (change the
-address, then reset the password through it), so on the self-service routes it needs the
-current password, and every change of address, by anyone: unverifies the new address and sends
-it a verification token, ends the account's other sessions, tells the old address, and is
-audited. A self-service change also hands the old address a token that undoes it
-(``revert_email``); an administrator's change stands (the old mailbox may be exactly what the
-administrator moves the account away from).
+Registration mails the verification token itself. ``register_quietly`` (the default, with
+``AUTHSVC_REQUIRE_VERIFIED_EMAIL``) answers alike for a new and a taken address after the same
+expensive work (the policy check, one password hash, one lookup): the answer tells nobody
+whether the address has an account; its owner is mailed instead.
+
+Email changes (pending until the new address confirms, undoable from the old one) live in
+``authsvc.services.email_change``; changing the password or the email on oneself needs the
+current password, so a stolen access token is not enough for either.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import hashlib
 import hmac
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -32,46 +32,23 @@ from fastapi_users.jwt import decode_jwt, generate_jwt
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.db.models import AuditEvent, User
+from authsvc.authz.engine import Principal
+from authsvc.db.models import User
 from authsvc.db.repositories import roles as roles_repo
 from authsvc.db.repositories import sessions as sessions_repo
 from authsvc.db.repositories import users as users_repo
-from authsvc.errors import BadRequest, Conflict, InvalidInput, Unauthorized
+from authsvc.errors import InvalidInput, Unauthorized
 from authsvc.notify.base import Notifier, Purpose, TokenMessage, build_link
 from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import PasswordHasher
+from authsvc.services import audit
+from authsvc.services.audit import AuditService
 from authsvc.services.callers import UserCaller
+from authsvc.services.email_change import Actor, EmailChange, EmailChanges
 
 log = logging.getLogger("authsvc.users")
 
 _SELF_READ_ONLY = ("is_active", "is_superuser", "is_verified", "attributes")
-
-# One audience per token purpose: a revert token is neither a verify nor a reset token.
-REVERT_EMAIL_AUDIENCE = "authsvc:revert-email"
-# Long enough for someone to notice the notice; it can only give the old address its account back.
-REVERT_EMAIL_LIFETIME_SECONDS = 3 * 24 * 3600
-
-
-def _bad_revert_token() -> BadRequest:
-    return BadRequest(
-        "The token is invalid, expired or already used.", code="REVERT_EMAIL_BAD_TOKEN"
-    )
-
-
-@dataclass(frozen=True)
-class _Caller:
-    """Who asked for a change, and the session their access token belongs to."""
-
-    user_id: uuid.UUID
-    email: str | None
-    session_id: uuid.UUID | None
-
-
-@dataclass(frozen=True)
-class _EmailChange:
-    event_id: uuid.UUID  # the audit event of the change: a revert token is bound to it
-    old: str
-    new: str
 
 
 class EventLoopHashGuard:
@@ -146,17 +123,53 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     async def create(
         self, user_create: schemas.UC, safe: bool = False, request: Request | None = None
     ) -> User:
+        """Today's registration (``require_verified_email`` off): a taken address is
+        ``UserAlreadyExists`` — the answer reveals it."""
         await self.validate_password(user_create.password, user_create)
         if await self.user_db.get_by_email(user_create.email) is not None:
             raise exceptions.UserAlreadyExists()
+        hashed = await self.hasher.hash(user_create.password)
+        created = await self._insert(user_create, hashed, safe=safe)
+        await self.on_after_register(created, request)
+        return created
+
+    async def register_quietly(
+        self, user_create: schemas.UC, request: Request | None = None
+    ) -> None:
+        """Register without telling the caller whether the address was free.
+
+        Both paths do the same expensive work in the same order: the policy check (a refused
+        password is refused alike, before any lookup), one password hash (a taken address
+        hashes and discards), one lookup. A new address gets the account and the verification
+        mail; a taken one gets nothing written and its owner a "someone tried" mail. Both
+        mails leave through the outbox, so neither waits on the mail server.
+        """
+        await self.validate_password(user_create.password, user_create)
+        hashed = await self.hasher.hash(user_create.password)
+        owner = await self.user_db.get_by_email(user_create.email)
+        if owner is None:
+            try:
+                created = await self._insert(user_create, hashed, safe=True)
+            except exceptions.UserAlreadyExists:
+                # A concurrent registration of the address came first: same answer.
+                owner = await self.user_db.get_by_email(user_create.email)
+            else:
+                await self.on_after_register(created, request)
+                return
+        if owner is not None and owner.is_active:
+            link = build_link(self.public_url, "register-attempt", None)
+            await self.notifier.send(TokenMessage(owner.email, "register-attempt", None, link))
+
+    async def _insert(self, user_create: schemas.UC, hashed: str, *, safe: bool) -> User:
         # fastapi-users leaves these two helpers unannotated.
         user_dict: dict[str, Any] = (
             user_create.create_update_dict()  # type: ignore[no-untyped-call]
             if safe
             else user_create.create_update_dict_superuser()  # type: ignore[no-untyped-call]
         )
-        user_dict["hashed_password"] = await self.hasher.hash(user_dict.pop("password"))
-        # The account and its default role land in one transaction, or neither does.
+        user_dict.pop("password")
+        user_dict["hashed_password"] = hashed
+        # The account, its default role and its audit event land in one transaction, or none.
         created = User(**user_dict)
         self.session.add(created)
         try:
@@ -169,8 +182,11 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             role = await roles_repo.get_role(self.session, self.default_role)
             if role is not None:
                 await roles_repo.assign(self.session, created.id, role.id)
+        actor = Principal(user_id=created.id, email=created.email)
+        AuditService(self.session, actor, self.client_ip).record(
+            audit.USER_REGISTERED, "user", str(created.id), None, {"email": created.email}
+        )
         await self.session.commit()
-        await self.on_after_register(created, request)
         return created
 
     async def update(
@@ -212,6 +228,11 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
 
     async def _update(self, user: User, update_dict: dict[str, Any]) -> User:
         # fastapi-users' own paths (verify) come here; ours go through update().
+        if update_dict.get("is_verified") is True and not user.is_verified:
+            actor = Principal(user_id=user.id, email=user.email)
+            AuditService(self.session, actor, self.client_ip).record(
+                audit.EMAIL_VERIFIED, "user", str(user.id), None, {"email": user.email}
+            )
         return await self._apply(user, update_dict, self_service=False, request=None)
 
     async def _apply(
@@ -224,139 +245,78 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     ) -> User:
         update_dict = dict(update_dict)
         update_dict.pop("current_password", None)
+        actor = self._actor(user, request)
         password = update_dict.pop("password", None)
         if password is not None:
             await self.validate_password(password, user)
             update_dict["hashed_password"] = await self.hasher.hash(password)
             # A new password ends every session (committed with the change below).
             await sessions_repo.revoke_all(self.session, user.id, "password")
+            AuditService(self.session, actor.principal, self.client_ip).record(
+                audit.PASSWORD_CHANGED,
+                "user",
+                str(user.id),
+                None,
+                {"self_service": self_service},
+            )
         if update_dict.get("is_active") is False and user.is_active:
             await sessions_repo.revoke_all(self.session, user.id, "deactivated")
-        change: _EmailChange | None = None
-        new_email = update_dict.get("email")
-        if new_email is not None and new_email != user.email:
-            if await self.user_db.get_by_email(new_email) is not None:
-                raise exceptions.UserAlreadyExists()
-            change = await self._record_email_change(user, str(new_email), request)
+        changes = EmailChanges(self)
+        change, pending = await self._route_email(changes, user, update_dict, self_service, actor)
         try:
             # fastapi-users also sets is_verified=False with a new email; commits everything.
             updated = await super()._update(user, update_dict)
         except IntegrityError as exc:
             await self._rollback()
             raise exceptions.UserAlreadyExists() from exc
+        if pending:
+            await changes.send_confirmation(updated, actor)
         if change is not None:
-            await self._announce_email_change(updated, change, offer_revert=self_service)
+            await changes.announce_immediate(updated, change)
         return updated
 
-    # --- email changes ---------------------------------------------------------------------
+    async def _route_email(
+        self,
+        changes: EmailChanges,
+        user: User,
+        update_dict: dict[str, Any],
+        self_service: bool,
+        actor: Actor,
+    ) -> tuple[EmailChange | None, bool]:
+        """Take a new email out of ``update_dict`` when it must wait (the owner's change):
+        the immediate change (an administrator's) to announce, and whether one is pending."""
+        new_email = update_dict.get("email")
+        if self_service and new_email is not None:
+            # The owner's change waits for the new address to confirm; email stays.
+            del update_dict["email"]
+            if new_email != user.email:
+                await changes.request(user, str(new_email), actor)
+                return None, True
+            if user.pending_email is not None:
+                # Asking for the address one has: the pending request is withdrawn.
+                user.pending_email, user.pending_email_at = None, None
+            return None, False
+        if new_email is not None and new_email != user.email:
+            if await self.user_db.get_by_email(new_email) is not None:
+                raise exceptions.UserAlreadyExists()
+            return await changes.record_immediate(user, str(new_email), actor), False
+        return None, False
 
-    def _caller(self, user: User, request: Request | None) -> _Caller:
-        # Who is calling, as the request's one resolver saw it (api.deps.get_caller).
+    def _actor(self, user: User, request: Request | None) -> Actor:
+        """Who is calling, as the request's one resolver saw it (api.deps.get_caller); the
+        user themself when there is no request (fastapi-users' own paths)."""
         caller = getattr(request.state, "caller", None) if request is not None else None
         if isinstance(caller, UserCaller):
-            principal = caller.principal
-            return _Caller(caller.user.id, principal.email, principal.session_id)
-        return _Caller(user.id, user.email, None)
+            return Actor(caller.principal, caller.principal.session_id)
+        return Actor(Principal(user_id=user.id, email=user.email), None)
 
-    async def _record_email_change(
-        self, user: User, new_email: str, request: Request | None
-    ) -> _EmailChange:
-        """End the account's other sessions and audit the change (committed with it)."""
-        caller = self._caller(user, request)
-        keep = caller.session_id if caller.user_id == user.id else None
-        live = await sessions_repo.live_sessions(self.session, user.id)
-        await sessions_repo.revoke(
-            self.session, [s.id for s in live if s.id != keep], "email-changed"
-        )
-        change = _EmailChange(uuid.uuid4(), user.email, new_email)
-        self.session.add(
-            AuditEvent(
-                id=change.event_id,
-                actor_id=caller.user_id,
-                actor_email=caller.email,
-                action=users_repo.EMAIL_CHANGE_ACTION,
-                target_type="user",
-                target_id=str(user.id),
-                before={"email": change.old},
-                after={"email": change.new},
-                client_ip=self.client_ip,
-            )
-        )
-        return change
+    # --- email changes (authsvc.services.email_change) ---------------------------------------
 
-    async def _announce_email_change(
-        self, user: User, change: _EmailChange, *, offer_revert: bool
-    ) -> None:
-        """After the commit: a verification token to the new address, a notice to the old."""
-        if user.is_active and not user.is_verified:
-            await self.request_verify(user)
-        token = self._revert_token(user, change) if offer_revert else None
-        link = build_link(self.public_url, "email-changed", token) if token else None
-        await self.notifier.send(TokenMessage(change.old, "email-changed", token, link))
-
-    def _revert_token(self, user: User, change: _EmailChange) -> str:
-        return generate_jwt(
-            {
-                "sub": str(user.id),
-                "old": change.old,
-                "new": change.new,
-                "chg": str(change.event_id),
-                "aud": REVERT_EMAIL_AUDIENCE,
-            },
-            self.verification_token_secret,
-            REVERT_EMAIL_LIFETIME_SECONDS,
-        )
+    async def confirm_email(self, token: str) -> User:
+        return await EmailChanges(self).confirm(token)
 
     async def revert_email(self, token: str) -> User:
-        """Undo a self-service email change with the token sent to the old address: the old
-        address comes back (verified: the token reached it) and every session ends.
-
-        The token is bound to its change: it works only while the account still has the
-        address it was changed to and that change is the latest (its audit event), and a
-        conditional update lets exactly one of concurrent uses win.
-        """
-        try:
-            data = decode_jwt(token, self.verification_token_secret, [REVERT_EMAIL_AUDIENCE])
-            user_id = self.parse_id(data["sub"])
-            old, new = str(data["old"]), str(data["new"])
-            change_id = uuid.UUID(str(data["chg"]))
-        except (jwt.PyJWTError, KeyError, ValueError, exceptions.InvalidID):
-            raise _bad_revert_token() from None
-        user = await self.user_db.get(user_id)
-        if user is None or user.email != new:
-            raise _bad_revert_token()
-        if await users_repo.latest_email_change(self.session, user.id) != change_id:
-            raise _bad_revert_token()
-        taken = Conflict(
-            "Another account now uses the old address; it cannot be restored.",
-            code="REVERT_EMAIL_ADDRESS_TAKEN",
-        )
-        if await users_repo.email_taken(self.session, old, by_other_than=user.id):
-            raise taken
-        try:
-            won = await users_repo.replace_email(self.session, user.id, new, old, verified=True)
-        except IntegrityError:
-            await self._rollback()  # registered between the check and the update
-            raise taken from None
-        if not won:  # a concurrent use of the same token came first
-            await self._rollback()
-            raise _bad_revert_token()
-        await sessions_repo.revoke_all(self.session, user.id, "email-reverted")
-        self.session.add(
-            AuditEvent(
-                actor_id=user.id,
-                actor_email=old,
-                action=users_repo.EMAIL_REVERT_ACTION,
-                target_type="user",
-                target_id=str(user.id),
-                before={"email": new},
-                after={"email": old, "reverted_change": str(change_id)},
-                client_ip=self.client_ip,
-            )
-        )
-        await self.session.commit()
-        await self.session.refresh(user)
-        return user
+        return await EmailChanges(self).revert(token)
 
     async def _rollback(self) -> None:
         await self.session.rollback()
@@ -409,6 +369,10 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             await self._rollback()
             raise exceptions.InvalidResetPasswordToken()
         await sessions_repo.revoke_all(self.session, user.id, "password")
+        actor = Principal(user_id=user.id, email=user.email)  # the reset token's holder
+        AuditService(self.session, actor, self.client_ip).record(
+            audit.PASSWORD_RESET, "user", str(user.id), None, None
+        )
         await self.session.commit()
         await self.session.refresh(user)
         await self.on_after_reset_password(user, request)
@@ -422,6 +386,8 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
 
     async def on_after_register(self, user: User, request: Request | None = None) -> None:
         log.info("user registered", extra={"user_id": str(user.id)})
+        if user.is_active and not user.is_verified:
+            await self.request_verify(user, request)  # the verification mail, via the outbox
 
     async def on_after_request_verify(
         self, user: User, token: str, request: Request | None = None

@@ -137,7 +137,7 @@ async def test_sixty_four_character_password_is_accepted(client: httpx.AsyncClie
     response = await client.post(
         "/auth/register", json={"email": "long@example.com", "password": "q" * 63 + "!"}
     )
-    assert response.status_code == 201
+    assert response.status_code == 202
 
 
 async def test_validation_errors_never_echo_the_password(client: httpx.AsyncClient) -> None:

@@ -143,6 +143,7 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("POST", "/auth/introspect"),
         ("POST", "/auth/revoke"),
         ("POST", "/auth/revert-email"),
+        ("POST", "/auth/confirm-email"),
         ("POST", "/clients"),
         ("GET", "/clients"),
         ("DELETE", "/clients/{client_id}"),

@@ -88,8 +88,8 @@ async def test_registration_refuses_a_lookalike_of_an_existing_address(
 ) -> None:
     await make_user(OWNER)
     response = await client.post("/auth/register", json={"email": lookalike, "password": PASSWORD})
-    assert response.status_code == 400, response.text
-    assert response.json()["detail"]["code"] == "REGISTER_USER_ALREADY_EXISTS"
+    # The answer does not tell (issue 13); the account is not made.
+    assert response.status_code == 202, response.text
     assert await row_count(services) == 1
 
 

@@ -52,6 +52,7 @@ PUBLIC = {
     ("POST", "/auth/forgot-password"): "the user cannot sign in; answers the same always",
     ("POST", "/auth/reset-password"): "the emailed reset token is the credential",
     ("POST", "/auth/revert-email"): "the emailed revert token is the credential",
+    ("POST", "/auth/confirm-email"): "the token emailed to the new address is the credential",
     ("POST", "/auth/revoke"): "client authentication (RFC 7009 §2.1), not a bearer token",
     ("POST", "/auth/introspect"): "client authentication (RFC 7662 §2.1), not a bearer token",
 }

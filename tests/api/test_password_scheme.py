@@ -35,7 +35,7 @@ async def test_registration_hashes_with_argon2id(
 ) -> None:
     created = await client.post("/auth/register", json={"email": "new@example.com",
                                                         "password": PASSWORD})  # fmt: skip
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
     assert (await stored_hash(services, "new@example.com")).startswith("$argon2id$")
 
 

@@ -13,7 +13,7 @@ import pytest
 from authsvc.db.models import User
 from authsvc.db.repositories import roles as repo
 from authsvc.services.container import AppServices
-from tests.conftest import Login, MakeUser
+from tests.conftest import Login, MakeUser, delivered, token_from_console
 
 Headers = dict[str, str]
 Assign = Callable[[User, str], Awaitable[None]]
@@ -71,13 +71,20 @@ async def test_seeded_roles_and_permissions(client: httpx.AsyncClient, admin: He
 
 
 async def test_registration_gets_the_default_role_and_tokens_carry_claims(
-    client: httpx.AsyncClient, login: Login, admin: Headers
+    client: httpx.AsyncClient,
+    login: Login,
+    admin: Headers,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     created = await client.post(
         "/auth/register", json={"email": "fresh@example.com", "password": "a long passphrase"}
     )
-    assert created.status_code == 201
-    user_id = created.json()["id"]
+    assert created.status_code == 202
+    token = token_from_console(await delivered(services, capsys), "verify")
+    verified = await client.post("/auth/verify", json={"token": token})
+    assert verified.status_code == 200, verified.text
+    user_id = verified.json()["id"]
     roles = (await client.get(f"/users/{user_id}/roles", headers=admin)).json()
     assert roles == {"user_id": user_id, "roles": ["user"]}
 

@@ -38,7 +38,7 @@ def test_every_route_is_public_signed_in_or_permission_guarded(app: FastAPI) -> 
         "/.well-known/oauth-authorization-server",
         "/auth/token", "/auth/register", "/auth/introspect", "/auth/revoke", "/metrics",
         "/auth/request-verify-token", "/auth/verify", "/auth/forgot-password",
-        "/auth/reset-password", "/auth/revert-email",
+        "/auth/reset-password", "/auth/revert-email", "/auth/confirm-email",
     }  # fmt: skip
     for path, item in app.openapi()["paths"].items():
         for method, operation in item.items():

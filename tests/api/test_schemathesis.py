@@ -56,6 +56,7 @@ OPAQUE_VALUE_REFUSED = {
     ("POST", "/auth/verify"): {"VERIFY_USER_BAD_TOKEN"},
     ("POST", "/auth/reset-password"): {"RESET_PASSWORD_BAD_TOKEN"},
     ("POST", "/auth/revert-email"): {"REVERT_EMAIL_BAD_TOKEN"},
+    ("POST", "/auth/confirm-email"): {"CONFIRM_EMAIL_BAD_TOKEN"},
     # An opaque cursor (only a `next_cursor` the list handed out), and a rule across two query
     # parameters (`cursor` with a non-zero `offset`) that OpenAPI parameters cannot state.
     ("GET", "/users"): {"USER_CURSOR_INVALID", "USER_CURSOR_WITH_OFFSET"},
@@ -64,7 +65,8 @@ OPAQUE_VALUE_REFUSED = {
     ("POST", "/authz/check"): {"AUTHZ_CHECK_INVALID"},
     ("POST", "/authz/check/batch"): {"AUTHZ_CHECK_INVALID"},
     # The password policy (length from settings, a list of common passwords) and a taken
-    # email (state, like a 409) are not syntax either.
+    # email (state, like a 409; only with AUTHSVC_REQUIRE_VERIFIED_EMAIL off) are not syntax
+    # either.
     ("POST", "/auth/register"): {"REGISTER_INVALID_PASSWORD", "REGISTER_USER_ALREADY_EXISTS"},
 }
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from authsvc.db.models import AuditEvent
 from authsvc.services.container import AppServices
 from tests.conftest import PASSWORD, Login, MakeUser, delivered, token_from_console
 
@@ -130,3 +132,51 @@ async def test_inactive_user_gets_no_reset_token(
     response = await client.post("/auth/forgot-password", json={"email": "sleep@example.com"})
     assert response.status_code == 202
     assert "Reset your password" not in await delivered(services, capsys)
+
+
+async def _actions(services: AppServices, user_id: object) -> list[tuple[str, object, object]]:
+    async with services.sessionmaker() as db:
+        query = select(AuditEvent).where(AuditEvent.target_id == str(user_id))
+        rows = (await db.scalars(query)).all()
+        return [(e.action, e.actor_id, e.client_ip) for e in rows]
+
+
+async def test_reset_change_and_verification_are_audited(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    login: Login,
+    capsys: pytest.CaptureFixture[str],
+    services: AppServices,
+) -> None:
+    user = await make_user("trail@example.com", is_verified=False)
+    ip = "203.0.113.10"
+    await client.post("/auth/request-verify-token", json={"email": "trail@example.com"})
+    token = token_from_console(await delivered(services, capsys), "verify")
+    assert (await client.post("/auth/verify", json={"token": token})).status_code == 200
+    assert await _actions(services, user.id) == [("user.email.verify", user.id, ip)]
+
+    await client.post("/auth/forgot-password", json={"email": "trail@example.com"})
+    token = token_from_console(await delivered(services, capsys), "reset-password")
+    reset = await client.post(
+        "/auth/reset-password", json={"token": token, "password": NEW_PASSWORD}
+    )
+    assert reset.status_code == 200, reset.text
+    assert ("user.password.reset", user.id, ip) in await _actions(services, user.id)
+
+    headers = await login("trail@example.com", NEW_PASSWORD)
+    changed = await client.patch(
+        "/users/me",
+        headers=headers,
+        json={"password": "yet another passphrase", "current_password": NEW_PASSWORD},
+    )
+    assert changed.status_code == 200, changed.text
+    actions = [action for action, _, _ in await _actions(services, user.id)]
+    assert sorted(actions) == ["user.email.verify", "user.password.change", "user.password.reset"]
+    # A refused change leaves no trace.
+    refused = await client.patch(
+        "/users/me",
+        headers=await login("trail@example.com", "yet another passphrase"),
+        json={"password": "short", "current_password": "yet another passphrase"},
+    )
+    assert refused.status_code == 400
+    assert len(await _actions(services, user.id)) == 3

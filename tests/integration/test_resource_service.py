@@ -20,7 +20,12 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
-AUTH_ENV = {"AUTHSVC_BCRYPT_ROUNDS": "4", "AUTHSVC_KEY_ACTIVATION_DELAY_SECONDS": "0"}
+AUTH_ENV = {
+    "AUTHSVC_BCRYPT_ROUNDS": "4",
+    "AUTHSVC_KEY_ACTIVATION_DELAY_SECONDS": "0",
+    # Users register and sign in at once; verifying the address is tests/api/test_register.py's.
+    "AUTHSVC_REQUIRE_VERIFIED_EMAIL": "false",
+}
 
 
 @dataclass

@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-from tests.integration.procs import serve
+from tests.integration.procs import Server, serve
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery staple"
 
 
-def register_and_login(base_url: str, email: str) -> str:
-    with httpx.Client(base_url=base_url, timeout=30) as client:
+def mailed_verify_token(server: Server, email: str, timeout: float = 30.0) -> str:
+    """The verification token the console notifier printed to the server's log (the outbox
+    sends it in the background: poll until it is there)."""
+    subject = re.escape(f"--- mail to {email}: Verify your email address ---")
+    pattern = subject + r"\n.*?:\n\n(\S+)\n"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, server.log(), re.S)
+        if found:
+            return found.group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"no verification mail to {email} in the log:\n{server.log()}")
+
+
+def register_and_login(server: Server, email: str) -> str:
+    """Register, verify through the mailed token (as a user would), sign in."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
         created = client.post("/auth/register", json={"email": email, "password": PASSWORD})
-        assert created.status_code == 201, created.text
+        assert created.status_code == 202, created.text
+        token = mailed_verify_token(server, email)
+        verified = client.post("/auth/verify", json={"token": token})
+        assert verified.status_code == 200, verified.text
         response = client.post(
             "/auth/token",
             data={"grant_type": "password", "username": email, "password": PASSWORD},
@@ -31,7 +51,7 @@ def register_and_login(base_url: str, email: str) -> str:
 def test_login_and_verify_with_pyjwt_using_only_the_jwks(tmp_path: Path) -> None:
     """A second party (PyJWT, not python-jose) validates our token from the JWKS document."""
     with serve(tmp_path) as server:
-        token = register_and_login(server.base_url, "e2e@example.com")
+        token = register_and_login(server, "e2e@example.com")
         jwks_client = jwt.PyJWKClient(f"{server.base_url}/.well-known/jwks.json")
         signing_key = jwks_client.get_signing_key_from_jwt(token)
         claims = jwt.decode(
@@ -61,7 +81,7 @@ def test_the_signing_key_survives_a_restart(tmp_path: Path) -> None:
     # The restarted server listens on another port: keep one issuer across both runs.
     env = {"AUTHSVC_ISSUER": "https://auth.example.com"}
     with serve(tmp_path, env=env) as server:
-        token = register_and_login(server.base_url, "restart@example.com")
+        token = register_and_login(server, "restart@example.com")
     with serve(tmp_path, env=env) as server, httpx.Client(base_url=server.base_url) as client:
         me = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
         assert me.status_code == 200, me.text
@@ -69,7 +89,7 @@ def test_the_signing_key_survives_a_restart(tmp_path: Path) -> None:
 
 def test_several_workers_share_keys_and_data(tmp_path: Path) -> None:
     with serve(tmp_path, workers=2) as server:
-        token = register_and_login(server.base_url, "workers@example.com")
+        token = register_and_login(server, "workers@example.com")
         kids = set()
         for _ in range(12):
             # A fresh connection each time, so requests spread over both workers.

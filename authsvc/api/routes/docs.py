@@ -1,5 +1,5 @@
 """The API explorer pages (``/docs``, ``/redoc``), served with their scripts from authsvc
-itself, and OpenAPI summaries for the routes fastapi-users builds.
+itself, and OpenAPI summaries for the routes fastapi-users builds (verify, reset).
 
 The Swagger UI and ReDoc bundles come from the installed ``fastapi-offline`` package (MIT;
 it ships ``swagger-ui-bundle.js``, ``swagger-ui.css``, ``redoc.standalone.js``): the pages work
@@ -28,21 +28,18 @@ ASSETS_URL = "/docs/assets"
 ASSETS_DIR = Path(str(files("fastapi_offline") / "static"))
 
 _DOCS: dict[tuple[str, str], tuple[str, str]] = {
-    ("POST", "/register"): (
-        "Register a user",
-        "JSON `{email, password}` and nothing else (unknown or privileged fields: 422). The "
-        "password policy's reason comes back as 400 `REGISTER_INVALID_PASSWORD`; a taken email "
-        "as 400 `REGISTER_USER_ALREADY_EXISTS`. Limited per client IP.",
-    ),
     ("POST", "/request-verify-token"): (
         "Send an email-verification token",
-        "Always 202, whether or not the email exists. The token goes out through the "
-        "configured notifier (SMTP, or stdout in development). Limited per client IP.",
+        "Always 202, whether or not the email exists. Registration already sends one; this "
+        "sends a fresh one (an unverified account cannot sign in while "
+        "`AUTHSVC_REQUIRE_VERIFIED_EMAIL` is on). The token goes out through the configured "
+        "notifier (SMTP, or stdout in development). Limited per client IP.",
     ),
     ("POST", "/verify"): (
         "Verify an email address with a token",
-        "400 `VERIFY_USER_BAD_TOKEN` for an invalid or expired token, "
-        "`VERIFY_USER_ALREADY_VERIFIED` when there is nothing to do.",
+        "The token from the registration mail or `POST /auth/request-verify-token`; it is "
+        "bound to the address it was sent to. Audited. 400 `VERIFY_USER_BAD_TOKEN` for an "
+        "invalid or expired token, `VERIFY_USER_ALREADY_VERIFIED` when there is nothing to do.",
     ),
     ("POST", "/forgot-password"): (
         "Send a password-reset token",

@@ -1,7 +1,7 @@
 """``GET`` and ``PATCH /users/me``: the signed-in user, resolved like on every other route.
 
-Our own routes over fastapi-users' ``UserManager`` (which keeps owning registration,
-verification and reset): the caller comes from the one resolver, so a revoked, stale or
+Our own routes over fastapi-users' ``UserManager`` (which keeps owning verification and
+reset): the caller comes from the one resolver, so a revoked, stale or
 deactivated account's token is refused here exactly as everywhere else.
 """
 
@@ -14,34 +14,39 @@ from authsvc.api.deps import UserManagerDep
 from authsvc.api.errors import error_responses
 from authsvc.api.guards import CurrentUser
 from authsvc.errors import BadRequest
-from authsvc.schemas.users import UserRead, UserUpdate
+from authsvc.schemas.users import MeRead, UserUpdate
 
 router = APIRouter(tags=["users"])
 
 
-@router.get("/me", response_model=UserRead, summary="The current user")
-async def read_me(caller: CurrentUser) -> UserRead:
-    return UserRead.model_validate(caller.user)
+@router.get("/me", response_model=MeRead, summary="The current user")
+async def read_me(caller: CurrentUser) -> MeRead:
+    return MeRead.model_validate(caller.user)
 
 
 @router.patch(
     "/me",
-    response_model=UserRead,
+    response_model=MeRead,
     summary="Update the current user",
     description="Email and password only. A new `password` or `email` needs the right "
     "`current_password` (401 `CURRENT_PASSWORD_INVALID`); `is_active`, `is_superuser` and "
     "`is_verified` cannot be changed on oneself (422 `USER_FIELD_READ_ONLY`). 400 "
     "`UPDATE_USER_INVALID_PASSWORD` (with `reason`) for a password the policy refuses, "
-    "`UPDATE_USER_EMAIL_ALREADY_EXISTS` for an address another account uses. A new email is "
-    "unverified and gets a verification token, the account's other sessions end, the old "
-    "address gets a notice with a token for `POST /auth/revert-email`, and the change is "
-    "audited.",
+    "`UPDATE_USER_EMAIL_ALREADY_EXISTS` for an address another account uses. A new password "
+    "ends every session.\n\n"
+    "A new `email` does **not** change `email` yet: answers 200 with the user, `email` "
+    "unchanged and the new address as `pending_email`, and sends that address a token. "
+    "`POST /auth/confirm-email` with it makes the move (then the account's other sessions end "
+    "and the old address gets a notice with a token for `POST /auth/revert-email`). A newer "
+    "request replaces a pending one (its token dies); sending your current `email` withdraws "
+    "it. Requests and changes are audited.",
     responses=error_responses(400),
 )
 async def update_me(
     body: UserUpdate, caller: CurrentUser, user_manager: UserManagerDep, request: Request
-) -> UserRead:
-    # An email change ends the account's other sessions; this one (request.state.caller) stays.
+) -> MeRead:
+    # A confirmed email change ends the account's other sessions; the one that asked
+    # (request.state.caller) stays.
     try:
         updated = await user_manager.update(body, caller.user, safe=True, request=request)
     except exceptions.InvalidPasswordException as exc:
@@ -52,4 +57,4 @@ async def update_me(
         raise BadRequest(
             "Another account uses this email.", code="UPDATE_USER_EMAIL_ALREADY_EXISTS"
         ) from None
-    return UserRead.model_validate(updated)
+    return MeRead.model_validate(updated)

@@ -30,9 +30,6 @@ _MICROSECOND = timedelta(microseconds=1)
 _CURSOR_VERSION = "u1"
 # What a cursor can be: base64url without padding, of a bounded length.
 _CURSOR_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
-# Audit actions of email changes (a revert token is bound to its change's event).
-EMAIL_CHANGE_ACTION = "user.email.change"
-EMAIL_REVERT_ACTION = "user.email.revert"
 
 
 @dataclass(frozen=True)
@@ -183,11 +180,48 @@ async def replace_password_hash(
 async def replace_email(
     session: AsyncSession, user_id: uuid.UUID, current: str, new: str, *, verified: bool
 ) -> bool:
-    """Set the address only if it is still exactly ``current``; False otherwise."""
+    """Set the address only if it is still exactly ``current``; False otherwise. A pending
+    change (``pending_email``) dies with it: its link no longer matches."""
     result = await session.execute(
         update(User)
         .where(_columns.id == user_id, _columns.email == current)
-        .values(email=new, email_key=normalize_email(new), is_verified=verified)
+        .values(
+            email=new,
+            email_key=normalize_email(new),
+            is_verified=verified,
+            pending_email=None,
+            pending_email_at=None,
+        )
+        .execution_options(synchronize_session=False)  # the caller reloads the user
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def confirm_pending_email(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    current: str,
+    pending: str,
+    requested_at: datetime,
+) -> bool:
+    """Move the account to its pending address (verified: the link reached it), only if the
+    account still has ``current`` and exactly this pending request; False otherwise."""
+    result = await session.execute(
+        update(User)
+        .where(
+            _columns.id == user_id,
+            _columns.email == current,
+            _columns.pending_email == pending,
+            _columns.pending_email_at == requested_at,
+        )
+        .values(
+            email=pending,
+            email_key=normalize_email(pending),
+            is_verified=True,
+            pending_email=None,
+            pending_email_at=None,
+        )
         .execution_options(synchronize_session=False)  # the caller reloads the user
     )
     return bool(getattr(result, "rowcount", 0))
@@ -200,14 +234,17 @@ async def email_taken(session: AsyncSession, email: str, *, by_other_than: uuid.
     return (await session.scalar(query.limit(1))) is not None
 
 
-async def latest_email_change(session: AsyncSession, user_id: uuid.UUID) -> uuid.UUID | None:
-    """The id of the audit event of the user's most recent email change, if any."""
+async def latest_email_change(
+    session: AsyncSession, user_id: uuid.UUID, action: str
+) -> uuid.UUID | None:
+    """The id of the audit event of the user's most recent email change (audited as
+    ``action``), if any."""
     query = (
         select(AuditEvent.id)
         .where(
             AuditEvent.target_type == "user",
             AuditEvent.target_id == str(user_id),
-            AuditEvent.action == EMAIL_CHANGE_ACTION,
+            AuditEvent.action == action,
         )
         .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
         .limit(1)
