@@ -7,12 +7,14 @@ from typing import Literal, Protocol
 
 # "email-changed" goes to the address an account had before its email changed; its token (when
 # there is one) undoes the change through POST /auth/revert-email.
-Purpose = Literal["verify", "reset-password", "email-changed"]
+# "login-throttled" tells an account's owner that sign-ins to it are being held back (no token).
+Purpose = Literal["verify", "reset-password", "email-changed", "login-throttled"]
 
 SUBJECTS: dict[Purpose, str] = {
     "verify": "Verify your email address",
     "reset-password": "Reset your password",
     "email-changed": "Your email address was changed",
+    "login-throttled": "Sign-in attempts on your account",
 }
 _LINK_PATHS: dict[Purpose, str] = {
     "verify": "verify",
@@ -36,6 +38,8 @@ class TokenMessage:
     def body(self) -> str:
         if self.purpose == "email-changed":
             return self._email_changed_body()
+        if self.purpose == "login-throttled":
+            return _LOGIN_THROTTLED_BODY
         action = "verify your email address" if self.purpose == "verify" else "reset your password"
         lines = [f"Use this token to {action}:", "", str(self.token), ""]
         if self.link:
@@ -62,6 +66,19 @@ class TokenMessage:
             lines += ["Or open:", self.link, ""]
         lines.append("Then choose a new password. If you made the change, ignore this message.")
         return "\n".join(lines)
+
+
+_LOGIN_THROTTLED_BODY = "\n".join(
+    [
+        "Several sign-ins to your account failed in a row, so new sign-in attempts are now",
+        "slowed down, from every network. Your account is not locked for you: devices you",
+        "signed in from before still get in.",
+        "",
+        "If it was you, wait a little and try again, or reset your password.",
+        "If it was not you, someone may be guessing your password: choose a long password",
+        "you use nowhere else (reset it from the sign-in page).",
+    ]
+)
 
 
 class Notifier(Protocol):

@@ -41,6 +41,7 @@ from authsvc.notify.base import Notifier, Purpose, TokenMessage, build_link
 from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import PasswordHasher
 from authsvc.services.callers import UserCaller
+from authsvc.services.throttle import clear_account as clear_login_throttle
 
 log = logging.getLogger("authsvc.users")
 
@@ -409,6 +410,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             await self._rollback()
             raise exceptions.InvalidResetPasswordToken()
         await sessions_repo.revoke_all(self.session, user.id, "password")
+        await clear_login_throttle(self.session, user.email)
         await self.session.commit()
         await self.session.refresh(user)
         await self.on_after_reset_password(user, request)
