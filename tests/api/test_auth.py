@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import httpx
 import jwt
+import pytest
 
 from authsvc.services.container import AppServices
-from tests.conftest import PASSWORD, Login, MakeUser, row_count
+from tests.conftest import PASSWORD, Login, MakeUser, delivered, row_count, token_from_console
 
 
 def form(username: str, password: str = PASSWORD, grant_type: str = "password") -> dict[str, str]:
     return {"grant_type": grant_type, "username": username, "password": password}
 
 
-async def test_register_then_login_then_me(client: httpx.AsyncClient) -> None:
+async def verify(
+    client: httpx.AsyncClient, services: AppServices, capsys: pytest.CaptureFixture[str], email: str
+) -> None:
+    """Verify a registered address with the token the console notifier printed."""
+    asked = await client.post("/auth/request-verify-token", json={"email": email})
+    assert asked.status_code == 202
+    token = token_from_console(await delivered(services, capsys), "verify")
+    assert (await client.post("/auth/verify", json={"token": token})).status_code == 200
+
+
+async def test_register_then_login_then_me(
+    client: httpx.AsyncClient, services: AppServices, capsys: pytest.CaptureFixture[str]
+) -> None:
     created = await client.post(
         "/auth/register", json={"email": "New.User@Example.com", "password": PASSWORD}
     )
@@ -24,13 +37,21 @@ async def test_register_then_login_then_me(client: httpx.AsyncClient) -> None:
     assert "hashed_password" not in body and "password" not in body
     assert body["created_at"].endswith(("+00:00", "Z"))
 
+    # AUTHSVC_REQUIRE_VERIFIED_EMAIL (on by default): not before the address is verified.
+    unverified = await client.post("/auth/token", data=form("new.user@example.com"))
+    assert unverified.status_code == 400
+    assert unverified.json()["detail"]["code"] == "EMAIL_NOT_VERIFIED"
+    await verify(client, services, capsys, "new.user@example.com")
+
     token = await client.post("/auth/token", data=form("new.user@example.com"))
     assert token.status_code == 200, token.text
     assert token.headers["cache-control"] == "no-store"
     payload = token.json()
     assert payload["token_type"] == "bearer"
     assert payload["expires_in"] == 900
-    assert set(payload) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert set(payload) == {
+        "access_token", "token_type", "expires_in", "refresh_token", "device_token"
+    }  # fmt: skip
 
     me = await client.get(
         "/users/me", headers={"Authorization": f"Bearer {payload['access_token']}"}
@@ -148,7 +169,10 @@ async def test_login_helper_token_works_for_me(
 
 
 async def test_request_path_hashing_stays_off_the_event_loop(
-    client: httpx.AsyncClient, services: AppServices, login: Login
+    client: httpx.AsyncClient,
+    services: AppServices,
+    login: Login,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import threading
 
@@ -157,6 +181,7 @@ async def test_request_path_hashing_stays_off_the_event_loop(
         "/auth/register", json={"email": "thread@example.com", "password": PASSWORD}
     )
     assert created.status_code == 201
+    await verify(client, services, capsys, "thread@example.com")
     await login("thread@example.com")
     await client.post("/auth/token", data=form("ghost@example.com"))  # dummy verify
     assert services.hasher.worker_threads

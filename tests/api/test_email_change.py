@@ -115,6 +115,8 @@ async def test_changing_the_email_needs_the_current_password(
     assert (await me(client, tokens)).status_code == 200
 
 
+# These sign in again after the change unverified the account.
+@pytest.mark.parametrize("settings_overrides", [{"require_verified_email": False}])
 async def test_email_change_unverifies_notifies_ends_other_sessions_and_is_audited(
     client: httpx.AsyncClient,
     make_user: MakeUser,
@@ -169,6 +171,8 @@ async def test_email_change_unverifies_notifies_ends_other_sessions_and_is_audit
     assert event.client_ip == "203.0.113.10"
 
 
+# These sign in again after the change unverified the account.
+@pytest.mark.parametrize("settings_overrides", [{"require_verified_email": False}])
 async def test_revert_restores_the_old_address_and_ends_every_session(
     client: httpx.AsyncClient,
     make_user: MakeUser,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
-from authsvc.api.guards import authorize, policy_doc, require_permissions
+from authsvc.api.guards import authorize, require_permissions
 from authsvc.api.guards import user_resource as user_target
 from authsvc.authz.engine import Principal
 from authsvc.services import throttle
@@ -43,7 +43,6 @@ class LoginThrottleRead(BaseModel):
     summary="A user's sign-in throttle",
     description="The throttle of the account's current address: zero failures when none. "
     "Needs `users:read` and the policies' `users:read` on the user.",
-    openapi_extra=policy_doc("users:read"),
 )
 async def read_throttle(
     allowed: ReadPolicy,
@@ -63,7 +62,6 @@ async def read_throttle(
     description="Ends the account's throttling episode (failures, delay, lock; the owner is "
     "told again next time). Needs `users:write` and the policies' `users:write` on the user. "
     "Recorded in the audit trail (`auth.login.unlock`, with the state it had).",
-    openapi_extra=policy_doc("users:write"),
 )
 async def clear_throttle(
     allowed: WritePolicy,
