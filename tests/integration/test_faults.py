@@ -39,6 +39,7 @@ async def client(pg: PostgresInstance, tmp_path: Path) -> AsyncIterator[httpx.As
         migrate_on_start=False,
         bcrypt_rounds=4,
         token_secret=SecretStr("t" * 40),
+        require_verified_email=False,  # registered accounts sign straight in here
     )
     app = create_app(settings)
     await start_up(app.state.services)
