@@ -39,8 +39,9 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.
         "token response; errors use the §5.2 shape: `invalid_request`, "
         "`unsupported_grant_type`, `invalid_grant`; with a correct password for an account "
         "whose address is not verified yet (`AUTHSVC_REQUIRE_VERIFIED_EMAIL`), `invalid_grant` "
-        "with code `EMAIL_NOT_VERIFIED`. Limited per client IP (429 `RATE_LIMITED` with "
-        "Retry-After). Password sign-ins are also throttled per account: after "
+        "with code `EMAIL_NOT_VERIFIED`. Limited per client IP and, without a valid device "
+        "token, per submitted username (429 `RATE_LIMITED` with Retry-After). Password "
+        "sign-ins are also throttled per account: after "
         "`AUTHSVC_LOGIN_THROTTLE_THRESHOLD` consecutive failures the next attempt waits 1 s, "
         "2 s, 4 s ... up to `AUTHSVC_LOGIN_THROTTLE_MAX_DELAY_SECONDS` (429 `invalid_grant`, "
         "code `LOGIN_THROTTLED`, Retry-After; not evaluated), and after "
@@ -53,9 +54,8 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.
     responses={
         400: {"model": OAuthErrorBody},
         429: {
-            "model": OAuthErrorBody,
-            "description": "Too many attempts: `RATE_LIMITED` (the ErrorBody shape), or "
-            "`LOGIN_THROTTLED` / `LOGIN_LOCKED` (the OAuth shape). See `Retry-After`.",
+            "description": "Too many attempts (see `Retry-After`): `RATE_LIMITED` in the "
+            "ErrorBody shape, or `LOGIN_THROTTLED` / `LOGIN_LOCKED` in the OAuthErrorBody shape."
         },
     },
 )
