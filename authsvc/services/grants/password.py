@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import datetime
+from typing import NoReturn
 
 from fastapi.security import OAuth2PasswordRequestForm
 
@@ -74,7 +75,6 @@ class PasswordGrant:
         user = await context.users.authenticate(form)
         if user is None or not user.is_active:
             await self._failed(context, throttle, trail, key, device, user, now)
-        assert user is not None  # _failed raised
         if context.require_verified_email and not user.is_verified:
             # Only after the right password: a wrong one got the answer above.
             await trail.failed("email_not_verified", user)
@@ -106,7 +106,7 @@ class PasswordGrant:
         device: DeviceState | None,
         user: User | None,
         now: datetime,
-    ) -> None:
+    ) -> NoReturn:
         """Count the failure where the attempt was judged, record it, tell the owner when the
         account starts being throttled, and raise the one answer for every such failure."""
         context.metrics.logins.labels("failure").inc()
