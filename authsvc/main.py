@@ -28,7 +28,18 @@ from authsvc.api.deps import general_rate_limit, get_user_manager, limit_by_ip
 from authsvc.api.errors import document_error_shapes, install_error_handlers
 from authsvc.api.input_guard import NulByteGuard
 from authsvc.api.middleware import BodySizeLimit
-from authsvc.api.routes import audit, auth, authz, health, me, oauth, roles, sessions, users
+from authsvc.api.routes import (
+    audit,
+    auth,
+    authz,
+    health,
+    me,
+    oauth,
+    roles,
+    sessions,
+    throttle,
+    users,
+)
 from authsvc.api.routes import email as email_routes
 from authsvc.api.routes import keys as keys_routes
 from authsvc.api.routes import register as register_routes
@@ -373,6 +384,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.me_router, prefix="/users", dependencies=limited)
     app.include_router(users.router, prefix="/users", dependencies=limited)
     app.include_router(sessions.admin_router, prefix="/users", dependencies=limited)
+    app.include_router(throttle.router, prefix="/users", dependencies=limited)
     app.include_router(roles.router, dependencies=limited)
     app.include_router(audit.router, dependencies=limited)
     app.include_router(oauth.router, prefix="/auth", dependencies=limited)

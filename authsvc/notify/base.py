@@ -9,7 +9,15 @@ from typing import Literal, Protocol
 # there is one) undoes the change through POST /auth/revert-email. "confirm-email" goes to the
 # address a user asked to move to; its token makes the move (POST /auth/confirm-email).
 # "register-attempt" goes to the owner of an address someone tried to register again: no token.
-Purpose = Literal["verify", "reset-password", "email-changed", "confirm-email", "register-attempt"]
+# "login-throttled" tells an account's owner that sign-ins to it are being held back (no token).
+Purpose = Literal[
+    "verify",
+    "reset-password",
+    "email-changed",
+    "confirm-email",
+    "register-attempt",
+    "login-throttled",
+]
 
 SUBJECTS: dict[Purpose, str] = {
     "verify": "Verify your email address",
@@ -17,6 +25,7 @@ SUBJECTS: dict[Purpose, str] = {
     "email-changed": "Your email address was changed",
     "confirm-email": "Confirm your new email address",
     "register-attempt": "Someone tried to register with your address",
+    "login-throttled": "Sign-in attempts on your account",
 }
 _LINK_PATHS: dict[Purpose, str] = {
     "verify": "verify",
@@ -50,6 +59,8 @@ class TokenMessage:
             return self._email_changed_body()
         if self.purpose == "register-attempt":
             return self._register_attempt_body()
+        if self.purpose == "login-throttled":
+            return _LOGIN_THROTTLED_BODY
         lines = [f"Use this token to {_ACTIONS[self.purpose]}:", "", str(self.token), ""]
         if self.link:
             lines += ["Or open:", self.link, ""]
@@ -90,6 +101,19 @@ class TokenMessage:
             lines += ["Or open:", self.link, ""]
         lines.append("Then choose a new password. If you made the change, ignore this message.")
         return "\n".join(lines)
+
+
+_LOGIN_THROTTLED_BODY = "\n".join(
+    [
+        "Several sign-ins to your account failed in a row, so new sign-in attempts are now",
+        "slowed down, from every network. Your account is not locked for you: devices you",
+        "signed in from before still get in.",
+        "",
+        "If it was you, wait a little and try again, or reset your password.",
+        "If it was not you, someone may be guessing your password: choose a long password",
+        "you use nowhere else (reset it from the sign-in page).",
+    ]
+)
 
 
 class Notifier(Protocol):

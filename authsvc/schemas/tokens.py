@@ -14,6 +14,17 @@ class TokenResponse(BaseModel):
     refresh_token: str | None = Field(
         default=None, description="Single use: trade it for a new pair at the token endpoint."
     )
+    device_token: str | None = Field(
+        default=None,
+        description=(
+            "Password grant only (an RFC 6749 §5.1 extension parameter): proof that this "
+            "device signed in to the account. Keep it on the device and send it back as the "
+            "`device_token` form field with `grant_type=password`: sign-ins that present it "
+            "are judged by this device's own failures, so an attack on the account from "
+            "elsewhere does not hold its owner back. A new one comes with every successful "
+            "sign-in; it expires after `AUTHSVC_DEVICE_TOKEN_LIFETIME_SECONDS`."
+        ),
+    )
 
 
 class OAuthErrorBody(BaseModel):

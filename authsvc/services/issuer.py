@@ -26,6 +26,8 @@ class IssuedTokens:
     access_token: str
     expires_in: int
     refresh_token: str | None = None
+    # The password grant's extension parameter (RFC 6749 §5.1): proof of a trusted device.
+    device_token: str | None = None
 
 
 class TokenIssuer:

@@ -45,6 +45,7 @@ from authsvc.services import audit
 from authsvc.services.audit import AuditService
 from authsvc.services.callers import UserCaller
 from authsvc.services.email_change import Actor, EmailChange, EmailChanges
+from authsvc.services.throttle import clear_account as clear_login_throttle
 
 log = logging.getLogger("authsvc.users")
 
@@ -373,6 +374,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         AuditService(self.session, actor, self.client_ip).record(
             audit.PASSWORD_RESET, "user", str(user.id), None, None
         )
+        await clear_login_throttle(self.session, user.email)
         await self.session.commit()
         await self.session.refresh(user)
         await self.on_after_reset_password(user, request)

@@ -33,7 +33,18 @@ async def register_and_verify(
 async def test_register_then_login_then_me(
     client: httpx.AsyncClient, services: AppServices, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    verified = await register_and_verify(client, services, capsys, "New.User@Example.com")
+    created = await client.post(
+        "/auth/register", json={"email": "New.User@Example.com", "password": PASSWORD}
+    )
+    assert created.status_code == 202, created.text
+    # AUTHSVC_REQUIRE_VERIFIED_EMAIL (on by default): not before the address is verified.
+    unverified = await client.post("/auth/token", data=form("new.user@example.com"))
+    assert unverified.status_code == 400
+    assert unverified.json()["detail"]["code"] == "EMAIL_NOT_VERIFIED"
+
+    token = token_from_console(await delivered(services, capsys), "verify")
+    verified = await client.post("/auth/verify", json={"token": token})
+    assert verified.status_code == 200, verified.text
     body = verified.json()
     assert body["email"] == "New.User@example.com"
     assert (body["is_active"], body["is_superuser"], body["is_verified"]) == (True, False, True)
@@ -46,7 +57,9 @@ async def test_register_then_login_then_me(
     payload = token.json()
     assert payload["token_type"] == "bearer"
     assert payload["expires_in"] == 900
-    assert set(payload) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert set(payload) == {
+        "access_token", "token_type", "expires_in", "refresh_token", "device_token"
+    }  # fmt: skip
 
     me = await client.get(
         "/users/me", headers={"Authorization": f"Bearer {payload['access_token']}"}

@@ -155,6 +155,8 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("DELETE", "/users/me/sessions/{session_id}"),
         ("GET", "/users/{user_id}/sessions"),
         ("DELETE", "/users/{user_id}/sessions"),
+        ("GET", "/users/{user_id}/login-throttle"),
+        ("DELETE", "/users/{user_id}/login-throttle"),
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/.well-known/openid-configuration"),
         ("GET", "/.well-known/oauth-authorization-server"),

@@ -47,8 +47,13 @@ def test_every_spelling_has_the_owners_key() -> None:
 class TestPerAccountLimit:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        # Only the per-account rule can stop these attempts.
-        return {"ratelimit_login_ip": "1000/minute", "ratelimit_login_username": "10/minute"}
+        # Only the per-account rule can stop these attempts (the account throttle, which
+        # shares its key, is tested in test_login_throttle).
+        return {
+            "ratelimit_login_ip": "1000/minute",
+            "ratelimit_login_username": "10/minute",
+            "login_throttle_threshold": 100,
+        }
 
     async def test_wrong_logins_in_any_spelling_reach_the_owners_limit(
         self, client: httpx.AsyncClient, make_user: MakeUser

@@ -45,6 +45,26 @@ class TestLoginLimits:
             other = await client.post("/auth/token", data=form("someone@example.com"))
         assert other.status_code == 400
 
+    async def test_a_trusted_device_is_not_held_to_the_username_rule(
+        self, app: FastAPI, make_user: MakeUser
+    ) -> None:
+        """The per-username rule counts untrusted attempts only: someone else's guesses never
+        refuse the owner's device (its device token, from an earlier sign-in)."""
+        await make_user("owner@example.com")
+        async with client_at(app, "198.51.100.60") as owner:
+            first = await owner.post("/auth/token", data=form("owner@example.com", PASSWORD))
+            device = first.json()["device_token"]
+        for i in range(3):
+            async with client_at(app, f"198.51.100.{70 + i}") as other:
+                await other.post("/auth/token", data=form("owner@example.com"))
+        async with client_at(app, "198.51.100.60") as owner:
+            assert_429(await owner.post("/auth/token", data=form("owner@example.com", PASSWORD)))
+            trusted = form("owner@example.com", PASSWORD) | {"device_token": device}
+            for _ in range(3):
+                response = await owner.post("/auth/token", data=trusted)
+                assert response.status_code == 200, response.text
+                trusted["device_token"] = response.json()["device_token"]
+
     async def test_per_ip_across_usernames(self, client: httpx.AsyncClient) -> None:
         for i in range(5):
             response = await client.post("/auth/token", data=form(f"user{i}@example.com"))
@@ -173,7 +193,7 @@ class TestGeneralLimits:
             if path not in ("/healthz", "/readyz", "/auth/introspect", "/metrics")
             and not path.startswith("/.well-known/")  # tests/api/test_wellknown_limits.py
         ]
-        assert len(operations) == 45
+        assert len(operations) == 47
         for number, (method, path) in enumerate(operations):
             async with client_at(app, f"192.0.2.{number}") as fresh:
                 answers = [await fresh.request(method, path) for _ in range(5)]

@@ -131,7 +131,11 @@ async def test_registration_mails_the_verification_token_then_sign_in_works(
         data={"grant_type": "password", "username": "new.user@example.com", "password": PASSWORD},
     )
     assert signed_in.status_code == 200, signed_in.text
-    assert await audit_actions(services) == ["user.register", "user.email.verify"]
+    assert await audit_actions(services) == [
+        "user.register",
+        "user.email.verify",
+        "auth.login.success",
+    ]
     async with services.sessionmaker() as db:
         [event] = (
             await db.scalars(select(AuditEvent).where(AuditEvent.action == "user.email.verify"))

@@ -17,11 +17,12 @@ RACERS = 20
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     # The per-IP reset limit (10/hour) would answer most racers with 429, and the sign-in
-    # limits the check of every password afterwards.
+    # limits (and the account's sign-in throttle) the check of every password afterwards.
     return {
         "ratelimit_password_reset_ip": "1000/hour",
         "ratelimit_login_ip": "1000/minute",
         "ratelimit_login_username": "1000/minute",
+        "login_throttle_threshold": 100,
     }
 
 

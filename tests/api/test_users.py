@@ -90,6 +90,8 @@ async def test_patch_me_new_password_follows_the_policy(
     assert response.json()["detail"]["code"] == "UPDATE_USER_INVALID_PASSWORD"
 
 
+# These sign in as an unverified account (AUTHSVC_REQUIRE_VERIFIED_EMAIL is on by default).
+@pytest.mark.parametrize("settings_overrides", [{"require_verified_email": False}])
 async def test_patch_me_can_never_grant_privileges(
     client: httpx.AsyncClient, make_user: MakeUser, login: Login
 ) -> None:
@@ -143,6 +145,8 @@ async def test_superuser_routes_are_refused_to_plain_users(
     assert (await client.get("/users")).status_code == 401
 
 
+# These sign in as an unverified account (AUTHSVC_REQUIRE_VERIFIED_EMAIL is on by default).
+@pytest.mark.parametrize("settings_overrides", [{"require_verified_email": False}])
 async def test_admin_reads_updates_and_deletes_a_user(
     client: httpx.AsyncClient, make_user: MakeUser, admin_headers: dict[str, str], login: Login
 ) -> None:

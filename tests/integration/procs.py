@@ -59,7 +59,13 @@ def serve(
     process is up, even while the database is not)."""
     port = free_port()
     # The issuer is where the server really is, so verifiers can discover its keys.
-    env = {"AUTHSVC_ISSUER": f"http://127.0.0.1:{port}", **(env or {})}
+    env = {
+        "AUTHSVC_ISSUER": f"http://127.0.0.1:{port}",
+        # These servers' tests register and sign straight in; the verified-email rule (on by
+        # default) is tested in-process (tests/api/test_login_throttle.py, test_auth.py).
+        "AUTHSVC_REQUIRE_VERIFIED_EMAIL": "false",
+        **(env or {}),
+    }
     log_path = cwd / f"server-{port}.log"
     with log_path.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(

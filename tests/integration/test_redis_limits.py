@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from authsvc.errors import RateLimited
 from authsvc.ratelimit.limiter import RateLimiter, Rule
+from tests.conftest import PASSWORD, MakeUser
 from tests.integration.procs import serve
 from tests.servers import redis_server
 
@@ -62,3 +64,30 @@ def test_login_limit_holds_across_two_workers(tmp_path: Path, redis_url: str) ->
                     assert response.json()["detail"]["code"] == "RATE_LIMITED"
                     assert int(response.headers["retry-after"]) >= 1
         assert statuses == [400, 400, 400, 429, 429, 429, 429, 429]
+
+
+class TestTrustedDeviceOnRedis:
+    """The per-username rule counts untrusted attempts only, on the shared storage as well."""
+
+    @pytest.fixture
+    def settings_overrides(self, redis_url: str) -> dict[str, Any]:
+        return {"ratelimit_storage_uri": redis_url, "ratelimit_login_username": "2/minute"}
+
+    async def test_the_owners_device_passes_a_spent_username_budget(
+        self, client: httpx.AsyncClient, make_user: MakeUser
+    ) -> None:
+        await make_user("owner@example.com")
+
+        def form(password: str, **extra: str) -> dict[str, str]:
+            return {"grant_type": "password", "username": "owner@example.com",
+                    "password": password, **extra}  # fmt: skip
+
+        first = await client.post("/auth/token", data=form(PASSWORD))
+        assert first.status_code == 200, first.text
+        device = first.json()["device_token"]
+        assert (await client.post("/auth/token", data=form("wrong password!"))).status_code == 400
+        limited = await client.post("/auth/token", data=form(PASSWORD))
+        assert limited.status_code == 429
+        assert limited.json()["detail"]["code"] == "RATE_LIMITED"
+        trusted = await client.post("/auth/token", data=form(PASSWORD, device_token=device))
+        assert trusted.status_code == 200, trusted.text

@@ -113,6 +113,27 @@ class TestSmtpDelivery:
         (_, message) = inbox.messages[-1]
         assert message["Subject"] == "Verify your email address"
 
+    async def test_throttle_notice_mail(
+        self,
+        client: httpx.AsyncClient,
+        make_user: MakeUser,
+        smtp_sink: tuple[Inbox, int],
+        services: AppServices,
+    ) -> None:
+        """The owner is told once the account starts being throttled (issue 13)."""
+        inbox, _ = smtp_sink
+        inbox.messages.clear()
+        await make_user("guessed@example.com")
+        form = {"grant_type": "password", "username": "guessed@example.com", "password": "no"}
+        for _ in range(services.settings.login_throttle_threshold):
+            assert (await client.post("/auth/token", data=form)).status_code == 400
+        await services.notifier.drain()
+        [(envelope, message)] = inbox.messages
+        assert envelope.rcpt_tos == ["guessed@example.com"]
+        assert message["Subject"] == "Sign-in attempts on your account"
+        body = message.get_payload(decode=True)
+        assert isinstance(body, bytes) and b"slowed down" in body
+
     async def test_the_response_does_not_wait_for_the_mail_server(
         self,
         client: httpx.AsyncClient,

@@ -13,8 +13,10 @@ from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
 from authsvc.api.errors import error_responses
 from authsvc.schemas.tokens import OAuthErrorBody, TokenResponse
 from authsvc.schemas.users import RevertEmailRequest
+from authsvc.security.device_tokens import DeviceTokenCodec
 from authsvc.services.grants import GrantContext, token_request
 from authsvc.services.issuer import TokenIssuer
+from authsvc.services.throttle import ThrottleRules
 
 router = APIRouter(tags=["auth"])
 
@@ -35,10 +37,27 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.
         "(then 400 `REFRESH_TOKEN_REUSE_LIMIT`); after the window it revokes the whole "
         "session (`REFRESH_TOKEN_REUSED`). Answers an RFC 6749 §5.1 "
         "token response; errors use the §5.2 shape: `invalid_request`, "
-        "`unsupported_grant_type`, `invalid_grant`. Limited per client IP and per submitted "
-        "username (429 with Retry-After)."
+        "`unsupported_grant_type`, `invalid_grant`; with a correct password for an account "
+        "whose address is not verified yet (`AUTHSVC_REQUIRE_VERIFIED_EMAIL`), `invalid_grant` "
+        "with code `EMAIL_NOT_VERIFIED`. Limited per client IP and, without a valid device "
+        "token, per submitted username (429 `RATE_LIMITED` with Retry-After). Password "
+        "sign-ins are also throttled per account: after "
+        "`AUTHSVC_LOGIN_THROTTLE_THRESHOLD` consecutive failures the next attempt waits 1 s, "
+        "2 s, 4 s ... up to `AUTHSVC_LOGIN_THROTTLE_MAX_DELAY_SECONDS` (429 `invalid_grant`, "
+        "code `LOGIN_THROTTLED`, Retry-After; not evaluated), and after "
+        "`AUTHSVC_LOGIN_MAX_CONSECUTIVE_FAILURES` it is locked (429 `LOGIN_LOCKED`) until a "
+        "password reset or an administrator's unlock. A successful password sign-in returns a "
+        "`device_token`; sent back as the `device_token` field, it exempts that device from the "
+        "account's throttle and from the per-username limit (its own failures count instead). "
+        "An invalid or foreign device token is ignored."
     ),
-    responses={400: {"model": OAuthErrorBody}, 429: {"description": "Too many attempts."}},
+    responses={
+        400: {"model": OAuthErrorBody},
+        429: {
+            "description": "Too many attempts (see `Retry-After`): `RATE_LIMITED` in the "
+            "ErrorBody shape, or `LOGIN_THROTTLED` / `LOGIN_LOCKED` in the OAuthErrorBody shape."
+        },
+    },
 )
 async def token(
     request: Request,
@@ -55,6 +74,7 @@ async def token(
     client_id: Annotated[str | None, Form()] = None,
     client_secret: Annotated[str | None, Form()] = None,
     scope: Annotated[str, Form()] = "",
+    device_token: Annotated[str | None, Form()] = None,
 ) -> JSONResponse:
     form = await request.form()  # parsed once already (FastAPI's), cached on the request
     asked = token_request(
@@ -71,12 +91,18 @@ async def token(
         rules=services.rules,
         metrics=services.metrics,
         session_policy=services.session_policy,
+        throttle=ThrottleRules.from_settings(services.settings),
+        devices=DeviceTokenCodec(
+            services.token_secret, services.settings.device_token_lifetime_seconds
+        ),
+        require_verified_email=services.settings.require_verified_email,
     )
     issued = await services.grants.exchange(asked, context)
     body = TokenResponse(
         access_token=issued.access_token,
         expires_in=issued.expires_in,
         refresh_token=issued.refresh_token,
+        device_token=issued.device_token,
     )
     return JSONResponse(body.model_dump(exclude_none=True), headers=_NO_STORE)
 

@@ -18,8 +18,10 @@ from authsvc.errors import OAuthError
 from authsvc.observability import Metrics
 from authsvc.ratelimit.limiter import RateLimiter
 from authsvc.ratelimit.rules import RateRules
+from authsvc.security.device_tokens import DeviceTokenCodec
 from authsvc.services.issuer import IssuedTokens, TokenIssuer
 from authsvc.services.sessions import SessionPolicy
+from authsvc.services.throttle import ThrottleRules
 from authsvc.services.users import UserManager
 
 _MAX_GRANT_TYPE = 64
@@ -78,6 +80,11 @@ class GrantContext:
     rules: RateRules
     metrics: Metrics
     session_policy: SessionPolicy
+    # The password grant's: the sign-in throttle's curve, the device tokens it hands out and
+    # honours, and whether an unverified address may sign in.
+    throttle: ThrottleRules
+    devices: DeviceTokenCodec
+    require_verified_email: bool
 
 
 class Grant(Protocol):
