@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from authsvc.security.breached import BreachedPasswordChecker
+from authsvc.config import Settings
 from authsvc.security.password_policy import BREACHED, PasswordPolicy
 from authsvc.services.container import AppServices
 from tests.conftest import row_count
@@ -136,7 +136,9 @@ class TestThroughRegistration:
     def settings_overrides(self, range_server: RangeServer) -> dict[str, Any]:
         return {
             "breached_passwords_api_url": range_server.url,
-            "breached_passwords_timeout_seconds": 1.0,
+            # Generous: a loaded machine must not turn the answers below into time-outs.
+            # The time-out itself is proven at the policy level with a short setting.
+            "breached_passwords_timeout_seconds": 10.0,
         }
 
     async def test_a_listed_password_is_refused(
@@ -162,7 +164,7 @@ class TestThroughRegistration:
         assert await row_count(services) == 1
         assert_only_the_prefix_left(server, UNLISTED)
 
-    @pytest.mark.parametrize("mode", ["hang", "500"])
+    @pytest.mark.parametrize("mode", ["500", "garbage"])
     async def test_an_api_failure_lets_the_password_through_with_a_warning(
         self,
         client: httpx.AsyncClient,
@@ -183,12 +185,14 @@ class TestThroughRegistration:
         assert LISTED not in caplog.text and sha1(LISTED)[5:] not in caplog.text.upper()
 
 
-def policy_for(url: str, timeout: float = 0.5) -> PasswordPolicy:
-    return PasswordPolicy(
-        min_length=15,
-        max_length=128,
-        breached=BreachedPasswordChecker(url, timeout_seconds=timeout),
+def policy_for(url: str, timeout: float = 10.0) -> PasswordPolicy:
+    """The policy as the app builds it, from settings."""
+    settings = Settings(
+        _env_file=None,
+        breached_passwords_api_url=url,
+        breached_passwords_timeout_seconds=timeout,
     )
+    return PasswordPolicy.from_settings(settings)
 
 
 async def test_the_policy_refuses_a_listed_password_in_any_case_of_hex(
@@ -211,19 +215,29 @@ async def test_offline_refusals_never_reach_the_api(server: RangeServer) -> None
     assert server.requests == []
 
 
-@pytest.mark.parametrize("mode", ["hang", "500", "garbage", "huge", "down"])
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("hang", "no answer within 0.3 s"),
+        ("500", "HTTP 500"),
+        ("garbage", "unreadable answer"),
+        ("huge", "larger than"),
+        ("down", "request failed (ConnectError)"),
+    ],
+)
 async def test_failures_fail_open_with_a_warning(
-    server: RangeServer, caplog: pytest.LogCaptureFixture, mode: str
+    server: RangeServer, caplog: pytest.LogCaptureFixture, mode: str, reason: str
 ) -> None:
     url = server.url
     if mode == "down":
         url = f"http://127.0.0.1:{free_port()}/range/"  # nothing listens there
     else:
         server.mode = mode
+    # "hang" answers nothing: only the short time-out setting ends the wait.
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert await policy_for(url, timeout=0.3).validate(LISTED) is None
     warnings = [r for r in caplog.records if r.name == LOGGER]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     message = warnings[0].getMessage()
-    assert "password accepted" in message
+    assert "password accepted" in message and reason in message
     assert LISTED not in message and sha1(LISTED)[:5] not in message
