@@ -25,6 +25,14 @@ LISTED = "This password is too common or has appeared in a data breach; choose a
 BREACHED = "This password has appeared in a data breach; choose another."
 
 
+def _is_utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class PasswordPolicy:
     def __init__(
         self,
@@ -66,6 +74,9 @@ class PasswordPolicy:
     def check(
         self, password: str, *, email: str | None = None, has_second_factor: bool = False
     ) -> str | None:
+        if not _is_utf8_encodable(password):
+            # A lone surrogate (possible from stdin or a non-JSON caller) has no bytes to hash.
+            return "Password must be valid Unicode text."
         # Length counts characters as the user typed them: NFKC folds compatibility forms so
         # the same password typed on two keyboards measures the same (§3.1.1.2 counts each
         # Unicode code point of the normalized form as one character).

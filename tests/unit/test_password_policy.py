@@ -108,6 +108,7 @@ def test_djangos_list_is_part_of_the_build() -> None:
         ("PASSWORDSTANDARD", "too common"),
         (FULL_WIDTH, "too common"),  # NFKC
         ("  perasperaadastra  ", "too common"),  # outer whitespace
+        ("\ud800" * 20, "valid Unicode"),  # lone surrogates: no UTF-8, never a crash
     ],
 )
 def test_refused(policy: PasswordPolicy, password: str, reason: str) -> None:
