@@ -102,8 +102,9 @@ class Settings(BaseSettings):
         ]
     )
 
-    # Passwords
-    password_min_length: int = Field(default=8, ge=1, le=64)
+    # Passwords (NIST SP 800-63B-4 §3.1.1.2): at least 15 characters when the password is the
+    # only factor; verifiers SHOULD accept at least 64; no composition rules.
+    password_min_length: int = Field(default=15, ge=1, le=64)
     password_max_length: int = Field(default=128, ge=64, le=1024)
     # New hashes: Argon2id (OWASP's first choice) or bcrypt (as bcrypt_sha256). Hashes of the
     # other scheme still verify and are replaced at the next successful login.
@@ -118,7 +119,8 @@ class Settings(BaseSettings):
     # NIST SP 800-63B-4 §3.1.1.2: 8 characters once the account has a second factor.
     password_min_length_with_mfa: int = Field(default=8, ge=1, le=64)
     # Optional k-anonymity check against a Pwned-Passwords-style range API ("<url><5 hex>"
-    # answers "SUFFIX:COUNT" lines). Off (None) by default; fails open with a warning.
+    # answers "SUFFIX:COUNT" lines). Off (None or empty) by default; fails open with a warning
+    # after the timeout (one deadline for the whole exchange).
     breached_passwords_api_url: str | None = None
     breached_passwords_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
 
@@ -197,6 +199,13 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"not a rate limit like '20/minute': {exc}") from None
         return value
+
+    @field_validator("breached_passwords_api_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL the 5-hex-digit prefix is appended to")
+        return value or None
 
     @model_validator(mode="after")
     def _secure_outside_development(self) -> Self:

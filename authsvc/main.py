@@ -60,7 +60,7 @@ from authsvc.ratelimit.rules import RateRules
 from authsvc.schemas.users import UserRead
 from authsvc.security.keys import KeyRing, load_or_create_signing_key
 from authsvc.security.keystore import KeyStore
-from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
+from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import hasher_from_settings
 from authsvc.security.tokens import AccessTokenCodec
 from authsvc.services.audit import AuditService
@@ -148,11 +148,7 @@ def build_services(settings: Settings) -> AppServices:
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
         hasher=hasher_from_settings(settings),
-        policy=PasswordPolicy(
-            min_length=settings.password_min_length,
-            max_length=settings.password_max_length,
-            common_passwords=load_common_passwords(),
-        ),
+        policy=PasswordPolicy.from_settings(settings),
         notifier=Outbox(_notifier(settings)),
         keys=keys,
         codec=codec,

@@ -27,7 +27,7 @@ from authsvc.db.repositories.users import UserCursor, UserFilter, UserListPage, 
 from authsvc.db.session import create_engine, create_sessionmaker
 from authsvc.errors import BadRequest, InvalidInput
 from authsvc.schemas.users import AdminUserUpdate
-from authsvc.security.password_policy import PasswordPolicy, load_common_passwords
+from authsvc.security.password_policy import PasswordPolicy
 from authsvc.security.passwords import hasher_from_settings
 from authsvc.services.roles import RoleService
 from authsvc.services.users import UserManager
@@ -46,12 +46,8 @@ async def create_admin(settings: Settings, email: str, password: str) -> uuid.UU
         email = _EMAIL.validate_python(email)
     except ValidationError:
         raise AdminCreationError(f"{email!r} is not a valid email address") from None
-    policy = PasswordPolicy(
-        min_length=settings.password_min_length,
-        max_length=settings.password_max_length,
-        common_passwords=load_common_passwords(),
-    )
-    reason = policy.check(password, email=email)
+    # No account has a second factor at creation.
+    reason = await PasswordPolicy.from_settings(settings).validate(password, email=email)
     if reason is not None:
         raise AdminCreationError(reason)
     hasher = hasher_from_settings(settings, max_concurrency=1)

@@ -101,7 +101,8 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     # --- passwords -------------------------------------------------------------------------
 
     async def validate_password(self, password: str, user: schemas.UC | User) -> None:
-        reason = self.policy.check(password, email=user.email)
+        # No account has a second factor yet (MFA arrives with issue 14, which passes True).
+        reason = await self.policy.validate(password, email=user.email, has_second_factor=False)
         if reason is not None:
             raise exceptions.InvalidPasswordException(reason=reason)
 

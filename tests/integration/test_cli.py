@@ -49,8 +49,8 @@ def test_migrate_then_create_admin_from_stdin(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("email", "password", "message"),
     [
-        ("root@example.com", "password", "too common"),
-        ("root@example.com", "short", "at least 8"),
+        ("root@example.com", "passwordpassword", "too common"),
+        ("root@example.com", "short", "at least 15"),
         ("not-an-email", ADMIN_PASSWORD, "not a valid email"),
     ],
 )
