@@ -197,6 +197,11 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _document_app()).exclud
 # (NulByteGuard: PostgreSQL text cannot hold it), a rule of the whole API that the document
 # does not repeat on each string; tests/api/test_nul_bytes.py covers it.
 schema.config.generation.update(max_examples=MAX_EXAMPLES, allow_x00=False)
+# A body over AUTHSVC_MAX_BODY_BYTES is refused with 413 PAYLOAD_TOO_LARGE before it is parsed
+# (BodySizeLimit), another rule of the whole API that the document does not repeat: invalid
+# data refused that way is refused, not accepted.
+_rejection = schema.config.checks.negative_data_rejection
+_rejection.expected_statuses = [*_rejection.expected_statuses, "413"]
 
 
 @schema.parametrize()
