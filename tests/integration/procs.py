@@ -61,9 +61,6 @@ def serve(
     # The issuer is where the server really is, so verifiers can discover its keys.
     env = {
         "AUTHSVC_ISSUER": f"http://127.0.0.1:{port}",
-        # These servers' tests register and sign straight in; the verified-email rule (on by
-        # default) is tested in-process (tests/api/test_login_throttle.py, test_auth.py).
-        "AUTHSVC_REQUIRE_VERIFIED_EMAIL": "false",
         **(env or {}),
     }
     log_path = cwd / f"server-{port}.log"
