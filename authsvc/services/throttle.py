@@ -239,6 +239,7 @@ class ThrottleService:
         if device is not None:
             await repo.device_signed_in(self.db, device.id, now)
             return device.id
+        await repo.keep_recent_devices(self.db, user_id, repo.MAX_DEVICES_PER_ACCOUNT - 1)
         return repo.add_device(self.db, user_id, now)
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from authsvc.db.models import LoginThrottle, TrustedDevice
+from authsvc.db.repositories.throttles import MAX_DEVICES_PER_ACCOUNT
 from authsvc.security.device_tokens import DeviceTokenCodec
 from authsvc.services.container import AppServices
 from tests.api.test_login_throttle import FakeClock, assert_throttled, fail, form, throttle_row
@@ -176,3 +177,33 @@ async def test_device_failures_count_on_the_device(
         "/auth/token", data=form("careful@example.com", device_token=device)
     )
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"ratelimit_login_ip": ROOMY, "ratelimit_login_username": ROOMY}]
+)
+async def test_an_account_keeps_a_bounded_number_of_trusted_devices(
+    client: httpx.AsyncClient, make_user: MakeUser, services: AppServices
+) -> None:
+    """Every sign-in without a device token trusts a new device: the account keeps the most
+    recently used ones only, so signing in from a script cannot grow the table without end."""
+    user = await make_user("many-devices@example.com")
+    first = await sign_in(client, "many-devices@example.com")
+    for _ in range(MAX_DEVICES_PER_ACCOUNT + 5):
+        last = await sign_in(client, "many-devices@example.com")
+    async with services.sessionmaker() as db:
+        count = await db.scalar(
+            select(func.count()).select_from(TrustedDevice).where(TrustedDevice.user_id == user.id)
+        )
+    assert count == MAX_DEVICES_PER_ACCOUNT
+    # The newest device is still trusted (its token comes back renewed for the same device);
+    # the oldest was let go.
+    renewed = await sign_in(client, "many-devices@example.com", last)
+    last_claims = unit_codec().read(last, datetime.now(UTC))
+    renewed_claims = unit_codec().read(renewed, datetime.now(UTC))
+    assert last_claims is not None and renewed_claims is not None
+    assert renewed_claims.device_id == last_claims.device_id
+    claims = unit_codec().read(first, datetime.now(UTC))
+    assert claims is not None
+    async with services.sessionmaker() as db:
+        assert await db.get(TrustedDevice, claims.device_id) is None

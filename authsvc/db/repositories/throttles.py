@@ -41,6 +41,10 @@ class DeviceState:
 _t = LoginThrottle.__table__.c
 _d = TrustedDevice.__table__.c
 
+# The devices an account keeps trusting, most recently used first: every sign-in without a
+# device token adds one, so a script signing in again and again must not grow the table.
+MAX_DEVICES_PER_ACCOUNT = 20
+
 
 def _rowcount(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
@@ -137,6 +141,23 @@ def add_device(db: AsyncSession, user_id: uuid.UUID, now: datetime) -> uuid.UUID
     device_id = uuid.uuid4()
     db.add(TrustedDevice(id=device_id, user_id=user_id, created_at=now, last_used_at=now))
     return device_id
+
+
+async def keep_recent_devices(db: AsyncSession, user_id: uuid.UUID, keep: int) -> None:
+    """Let go of the account's devices beyond the ``keep`` most recently used (one statement;
+    their tokens then count as none)."""
+    recent = (
+        select(_d.id)
+        .where(_d.user_id == user_id)
+        .order_by(_d.last_used_at.desc(), _d.id)
+        .limit(keep)
+        .scalar_subquery()
+    )
+    await db.execute(
+        delete(TrustedDevice)
+        .where(_d.user_id == user_id, _d.id.not_in(recent))
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def add_device_failure(db: AsyncSession, device_id: uuid.UUID) -> int:
