@@ -25,6 +25,7 @@ import itertools
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ PASSWORD = "bench passphrase that is long"
 
 
 async def make_users(services: AppServices, count: int) -> list[str]:
-    emails = [f"bench{n}@example.com" for n in range(count)]
+    run = uuid.uuid4().hex[:8]  # a database given by URL may hold an earlier run's users
+    emails = [f"bench{n}.{run}@example.com" for n in range(count)]
     hashed = await services.hasher.hash(PASSWORD)
     async with services.sessionmaker() as session:
         session.add_all(
