@@ -103,6 +103,11 @@ def _record_events(tmp_path: Path, count: int) -> str:
     migrated = run_cli(["migrate"], tmp_path, env={"AUTHSVC_DATABASE_URL": url})
     assert migrated.returncode == 0, migrated.stderr
 
+    _record_events_into(url, count)
+    return url
+
+
+def _record_events_into(url: str, count: int) -> None:
     async def add() -> None:
         engine = create_engine(url)
         try:
@@ -114,7 +119,6 @@ def _record_events(tmp_path: Path, count: int) -> str:
             await engine.dispose()
 
     asyncio.run(add())
-    return url
 
 
 def test_audit_verify_and_export(tmp_path: Path) -> None:
@@ -159,3 +163,29 @@ def test_audit_export_refuses_a_bad_since(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "not an ISO 8601 date-time" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_migration_0010_chains_the_events_recorded_before_it(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{(tmp_path / 'old.db').as_posix()}"
+    env = {"AUTHSVC_DATABASE_URL": url}
+    assert run_cli(["migrate", "--revision", "0009"], tmp_path, env=env).returncode == 0
+    with sqlite3.connect(tmp_path / "old.db") as db:  # the trail before the chain, out of order
+        for event_id, at in [
+            ("00000000-0000-4000-8000-000000000002", "2026-01-02 10:00:00.000001"),
+            ("00000000-0000-4000-8000-000000000001", "2026-01-01 10:00:00.500000"),
+            ("00000000-0000-4000-8000-000000000003", "2026-01-02 10:00:00.000001"),
+        ]:
+            db.execute(
+                "INSERT INTO audit_events (id, at, action, target_type, target_id, after) "
+                "VALUES (?, ?, 'role.create', 'role', 'r', '{\"ü\": 1}')",
+                (event_id, at),
+            )
+    assert run_cli(["migrate"], tmp_path, env=env).returncode == 0
+    verified = run_cli(["audit", "verify"], tmp_path, env=env)
+    assert json.loads(verified.stdout) == {"intact": True, "events": 3, "first_broken": None}
+    exported = run_cli(["audit", "export"], tmp_path, env=env).stdout.splitlines()
+    assert [json.loads(line)["id"][-1] for line in exported] == ["1", "2", "3"]  # (at, id)
+    _record_events_into(url, 1)  # the service goes on from there
+    verified = run_cli(["audit", "verify"], tmp_path, env=env)
+    assert json.loads(verified.stdout)["events"] == 4
+    assert verified.returncode == 0
