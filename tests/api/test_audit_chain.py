@@ -295,3 +295,34 @@ async def test_export_lines_match_the_stored_chain(
         later = audit_chain.export_lines(session, datetime.fromisoformat(since))
         chosen = [json.loads(line)["seq"] async for line in later]
     assert chosen == [r["seq"] for r in records if r["at"] >= since]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("after", "{not json"), ("at", "yesterday"), ("actor_id", "nobody"), ("seq", "two")],
+)
+async def test_a_value_that_no_longer_decodes_is_named_not_a_500(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    services: AppServices,
+    trail: dict[int, str],
+    database_url: str,
+    column: str,
+    value: str,
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's column types refuse such values")
+    await _sql(services, f"UPDATE audit_events SET {column} = :v WHERE seq = 2", v=value)
+    report = await _verify(client, admin_headers)
+    assert report["intact"] is False
+    if column == "seq":  # text sorts after every number: seq 2 is gone from the order
+        assert report["first_broken"] == {"seq": 2, "id": None, "reason": "missing"}
+    else:
+        assert report["first_broken"] == {"seq": 2, "id": trail[2], "reason": "digest_mismatch"}
+    exported = run_export(services)
+    assert len(await exported) == len(trail)
+
+
+async def run_export(services: AppServices) -> list[str]:
+    async with services.sessionmaker() as session:
+        return [line async for line in audit_chain.export_lines(session)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, Update, select, update
+from sqlalchemy import Select, String, Table, Update, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -57,9 +57,22 @@ def chain_page(
     *,
     since: datetime | None = None,
     until_seq: int | None = None,
+    keys_only: bool = False,
 ) -> Select[Any]:
-    """Up to ``limit`` events in seq order after ``after_seq`` (keyset paging: no OFFSET)."""
-    query = select(_events).order_by(_events.c.seq).limit(limit)
+    """Up to ``limit`` events in seq order after ``after_seq`` (keyset paging: no OFFSET).
+    ``keys_only``: just seq, id (as stored text) and the links (for rows whose values no longer
+    decode: SQLite keeps whatever a writer puts in a column)."""
+    columns = (
+        [
+            _events.c.seq,
+            type_coerce(_events.c.id, String).label("id"),
+            _events.c.prev_digest,
+            _events.c.digest,
+        ]
+        if keys_only
+        else [_events]
+    )
+    query = select(*columns).order_by(_events.c.seq).limit(limit)
     if after_seq is not None:
         query = query.where(_events.c.seq > after_seq)
     if until_seq is not None:
@@ -67,6 +80,10 @@ def chain_page(
     if since is not None:
         query = query.where(_events.c.at >= since)
     return query
+
+
+def chain_row(seq: int) -> Select[Any]:
+    return select(_events).where(_events.c.seq == seq)
 
 
 def read_head() -> Select[Any]:
