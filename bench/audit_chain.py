@@ -41,7 +41,7 @@ from authsvc.main import create_app, start_up
 from authsvc.services import audit_chain
 from authsvc.services.audit import LOGIN_SUCCEEDED, AuditService
 from authsvc.services.container import AppServices
-from authsvc.services.sessions import SessionService
+from authsvc.services.issuer import TokenIssuer
 
 PASSWORD = "bench passphrase that is long"
 
@@ -65,19 +65,26 @@ async def login_events(services: AppServices) -> int:
 
 
 def audit_sign_ins_in_the_bench() -> None:
-    """Stand-in for the password grant's own sign-in event: recorded in the same transaction,
-    last before the grant commits (``SessionService.start`` is the grant's last write)."""
-    start: Callable[..., Awaitable[Any]] = SessionService.start
+    """Stand-in for the password grant's own sign-in event: recorded in the sign-in's
+    transaction, last, after its reads and the signing, just before the issuer commits (so
+    the head row's lock lasts only the flush and the commit)."""
+    for_user: Callable[..., Awaitable[Any]] = TokenIssuer.for_user
 
-    async def start_and_audit(self: SessionService, user: User, *args: Any) -> Any:
-        result = await start(self, user, *args)
-        AuditService(self.db).record(LOGIN_SUCCEEDED, "user", str(user.id), None, None)
-        return result
+    async def for_user_audited(self: TokenIssuer, user: User, *args: Any) -> Any:
+        sign_then_commit = self._sign_then_commit
 
-    SessionService.start = start_and_audit  # type: ignore[method-assign, assignment]
+        async def audited(*inner: Any, **named: Any) -> Any:
+            AuditService(self.db).record(LOGIN_SUCCEEDED, "user", str(user.id), None, None)
+            return await sign_then_commit(*inner, **named)
+
+        self._sign_then_commit = audited  # type: ignore[method-assign]
+        return await for_user(self, user, *args)
+
+    TokenIssuer.for_user = for_user_audited  # type: ignore[method-assign, assignment]
 
 
-_unchained_seq = itertools.count(10**15)  # far above the chain's seqs: no collision
+# Far above the chain's seqs; restarted above the table's highest seq for each run.
+_unchained_seq = itertools.count(10**15)
 
 
 def _fill_unchained(session: Session, _context: object, _instances: object) -> None:
@@ -135,6 +142,10 @@ async def run(args: argparse.Namespace) -> None:
             before = await login_events(services)
             await storm(client, emails, 0.5, args.concurrency)  # warm-up
             stand_in = await login_events(services) == before
+            global _unchained_seq
+            async with services.sessionmaker() as session:
+                highest = (await session.execute(select(func.max(AuditEvent.seq)))).scalar()
+            _unchained_seq = itertools.count(max(10**15, (highest or 0) + 1))
             if stand_in:
                 audit_sign_ins_in_the_bench()
             for round_number in range(args.rounds):
