@@ -8,15 +8,18 @@ digest, so removing the newest rows shows too.
 
 How the head is serialized: a ``before_flush`` listener on SQLAlchemy's ``Session`` class (it
 runs for every session, async ones included, whoever adds the ``AuditEvent``) extends the chain
-inside the flushing transaction. One statement reserves the seqs and reads the digest to link
-to: ``INSERT INTO audit_chain_head ... ON CONFLICT (id) DO UPDATE SET seq = seq + n RETURNING
-seq, digest`` (an upsert, so a missing head row is the empty chain); after the inserts a second
-one stores the new last digest. On PostgreSQL the first takes the head row's lock, held until
-the transaction commits or rolls back: concurrent writers in every worker and on every host
-queue on that one row lock, and under READ COMMITTED the statement that waited reads the head
-the winner committed. SQLite serializes writers on its database lock anyway. A transaction
-that rolls back gives its seqs back with the lock, so the chain stays gap-free. As the lock
-lasts to the commit, callers record their events last, just before committing.
+in the flush that ``commit()`` makes; an earlier flush holds the new events back (``before_commit``
+puts them back), so where a caller records an event does not matter. One statement reserves
+the seqs and reads the digest to link to: ``INSERT INTO audit_chain_head ... ON CONFLICT (id) DO
+UPDATE SET seq = seq + n RETURNING seq, digest`` (an upsert, so a missing head row is the empty
+chain); a second stores the new last digest, then the events are inserted. On PostgreSQL the
+first statement takes the head row's lock, held until the transaction commits or rolls back:
+concurrent writers in every worker and on every host queue on that one row lock, for no longer
+than the rest of a commit's flush and the COMMIT; under READ COMMITTED the statement that
+waited reads the head the winner committed. SQLite serializes writers on its database lock
+anyway. A transaction that rolls back gives its seqs back with the lock, so the chain stays
+gap-free. Inside a savepoint (``begin_nested``) events are chained at once, as a savepoint's
+rollback must take them along.
 
 What it proves: that nobody changed the stored trail without also recomputing every later
 digest and the head. Someone with write access could do that; the copies outside the database
@@ -49,7 +52,9 @@ CHAINED_FIELDS = (
     "id", "seq", "at", "actor_id", "actor_email", "action", "target_type", "target_id",
     "before", "after", "client_ip", "user_agent", "request_id", "prev_digest",
 )  # fmt: skip
-_LOGGED = "audit_chain.committed"  # session.info key: events to log once committed
+# session.info keys: events held back until the commit, the commit under way, events to log
+# once committed.
+_HELD, _COMMITTING, _LOGGED = "audit_chain.held", "audit_chain.committing", "audit_chain.logged"
 audit_log = logging.getLogger("authsvc.audit")
 
 
@@ -189,14 +194,22 @@ async def export_lines(db: AsyncSession, since: datetime | None = None) -> Async
 
 
 def _chain_new_events(session: Session, _context: UOWTransaction, _instances: object) -> None:
-    """before_flush: give the session's new events their seq, links and digests."""
+    """before_flush: give the session's new events their seq, links and digests, at the
+    commit's flush only; an earlier flush (an autoflush before a query, say) holds them back
+    so the head's lock is taken as late as possible, however early they were recorded."""
     events = [obj for obj in session.new if isinstance(obj, AuditEvent)]
     if not events:
         return
-    now = utcnow()
-    for item in events:
+    for item in events:  # when it happened, not when it was committed
         item.id = item.id or uuid.uuid4()
-        item.at = item.at or now
+        item.at = item.at or utcnow()
+    if not session.info.get(_COMMITTING) and not session.in_nested_transaction():
+        for item in events:
+            session.expunge(item)
+        session.info.setdefault(_HELD, []).extend(events)
+        return
+    events.sort(key=lambda item: item.at)
+    for item in events:
         request_id = item.request_id or request_id_var.get()
         item.request_id = request_id[:128] if request_id else None
         item.user_agent = (item.user_agent or user_agent_var.get() or "")[:256] or None
@@ -212,9 +225,16 @@ def _chain_new_events(session: Session, _context: UOWTransaction, _instances: ob
     session.info.setdefault(_LOGGED, []).extend(events)
 
 
+def _release_held(session: Session) -> None:
+    """before_commit: the held events go into the commit's flush (it follows this hook)."""
+    session.info[_COMMITTING] = True
+    session.add_all(session.info.pop(_HELD, ()))
+
+
 def _log_committed(session: Session) -> None:
     """after_commit: one structured line per stored event (ASVS V16.3). Only the keys of
     before/after: their values are for the trail, not for every log reader."""
+    session.info.pop(_COMMITTING, None)
     for item in session.info.pop(_LOGGED, ()):
         audit_log.info(
             "audit event %s",
@@ -239,11 +259,13 @@ def _log_committed(session: Session) -> None:
 
 
 def _forget_rolled_back(session: Session) -> None:
-    session.info.pop(_LOGGED, None)
+    for key in (_LOGGED, _HELD, _COMMITTING):
+        session.info.pop(key, None)
 
 
 _LISTENERS = (
     ("before_flush", _chain_new_events),
+    ("before_commit", _release_held),
     ("after_commit", _log_committed),
     ("after_rollback", _forget_rolled_back),
 )

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from authsvc.db.models import AuditEvent, utcnow
 from authsvc.observability import JsonFormatter
 from authsvc.services import audit_chain
+from authsvc.services.audit import AuditService
 from authsvc.services.container import AppServices
 
 EVENTS = 4
@@ -329,3 +330,17 @@ async def test_a_value_that_no_longer_decodes_is_named_not_a_500(
 async def run_export(services: AppServices) -> list[str]:
     async with services.sessionmaker() as session:
         return [line async for line in audit_chain.export_lines(session)]
+
+
+async def test_events_recorded_early_are_chained_at_the_commit(
+    services: AppServices, client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    async with services.sessionmaker() as session:
+        event = AuditService(session).record("test.early", "t", "1", None, None)
+        await session.flush()  # held back: the head is not touched before the commit
+        assert event.id is not None and event.at is not None
+        assert ("test.early",) not in await _sql(services, "SELECT action FROM audit_events")
+        await session.commit()
+    rows = await _sql(services, "SELECT action, seq FROM audit_events WHERE action = 'test.early'")
+    assert rows == [("test.early", event.seq)]
+    assert (await _verify(client, admin_headers))["intact"] is True

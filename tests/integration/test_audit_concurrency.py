@@ -28,7 +28,7 @@ async def _writer(services: AppServices, number: int, start: asyncio.Barrier) ->
             audit = AuditService(session)
             if step % 5 == 4:
                 audit.record("test.rolled_back", "writer", str(number), None, None)
-                await session.flush()  # takes the head lock, then gives it back
+                await session.flush()  # held back: only a commit chains
                 await asyncio.sleep(0)
                 await session.rollback()
             for _ in range(1 + step % 2):
@@ -64,3 +64,22 @@ async def test_eight_concurrent_writers_keep_the_chain_intact(
         report = await audit_chain.verify(session)
     assert report == audit_chain.ChainReport(True, total, None)
     assert total == WRITERS * sum(1 + step % 2 for step in range(COMMITS))
+
+
+async def test_the_head_lock_is_taken_at_commit_not_at_an_earlier_flush(
+    services: AppServices, database_url: str
+) -> None:
+    """A sign-in that records its event and then still reads (an autoflush) or signs must
+    not hold every other writer back meanwhile."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL")
+    lock_now = text("SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE NOWAIT")
+    async with services.sessionmaker() as early, services.sessionmaker() as other:
+        AuditService(early).record("test.early", "t", "1", None, None)
+        await early.execute(text("SELECT 1"))  # autoflush
+        await early.flush()
+        await other.execute(lock_now)  # NOWAIT: raises at once if the head were locked
+        await other.rollback()
+        await early.commit()
+    async with services.sessionmaker() as session:
+        assert (await audit_chain.verify(session)).intact
