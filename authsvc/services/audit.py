@@ -2,9 +2,9 @@
 
 An event is added to the caller's transaction, never committed here: it commits with the
 change it describes, or is rolled back with it, so the trail never shows a change that did
-not happen nor misses one that did. At flush it joins the hash chain, and once committed it is
-written as a log line too (services/audit_chain.py; the same for events added without this
-class): record events last, just before the commit, since the chain's lock lasts until then.
+not happen nor misses one that did. At the commit it joins the hash chain, and once committed
+it is written as a log line too (services/audit_chain.py; the same for events added without
+this class).
 """
 
 from __future__ import annotations
