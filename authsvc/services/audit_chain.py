@@ -7,19 +7,20 @@ link that ``ChainVerifier`` names. The one-row table ``audit_chain_head`` holds 
 digest, so removing the newest rows shows too.
 
 How the head is serialized: a ``before_flush`` listener on SQLAlchemy's ``Session`` class (it
-runs for every session, async ones included, whoever adds the ``AuditEvent``) extends the chain
-in the flush that ``commit()`` makes; an earlier flush holds the new events back (``before_commit``
-puts them back), so where a caller records an event does not matter. One statement reserves
-the seqs and reads the digest to link to: ``INSERT INTO audit_chain_head ... ON CONFLICT (id) DO
-UPDATE SET seq = seq + n RETURNING seq, digest`` (an upsert, so a missing head row is the empty
-chain); a second stores the new last digest, then the events are inserted. On PostgreSQL the
-first statement takes the head row's lock, held until the transaction commits or rolls back:
-concurrent writers in every worker and on every host queue on that one row lock, for no longer
-than the rest of a commit's flush and the COMMIT; under READ COMMITTED the statement that
-waited reads the head the winner committed. SQLite serializes writers on its database lock
-anyway. A transaction that rolls back gives its seqs back with the lock, so the chain stays
-gap-free. Inside a savepoint (``begin_nested``) events are chained at once, as a savepoint's
-rollback must take them along.
+runs for every session, async ones included, whoever adds the ``AuditEvent``) holds new events
+back until ``commit()`` and until the transaction's other writes are flushed, then chains them
+in a flush of their own, the last before the COMMIT (``before_commit`` and
+``after_flush_postexec`` put them back). One statement reserves the seqs and reads the digest
+to link to: ``INSERT INTO audit_chain_head ... ON CONFLICT (id) DO UPDATE SET seq = seq + n
+RETURNING seq, digest`` (an upsert, so a missing head row is the empty chain); a second stores
+the new last digest, then the events are inserted. On PostgreSQL the first statement takes the
+head row's lock, held until the transaction ends: writers in every worker and on every host
+queue on that one row lock, each for no longer than its last flush and its COMMIT, and as it
+is the last lock a transaction takes, holding it never waits on another lock (no deadlock).
+Under READ COMMITTED the statement that waited reads the head the winner committed. SQLite
+serializes writers on its database lock anyway. A rollback gives the seqs back with the lock,
+so the chain stays gap-free. Inside a savepoint (``begin_nested``) events are chained at once,
+as a savepoint's rollback must take them along.
 
 What it proves: that nobody changed the stored trail without also recomputing every later
 digest and the head. Someone with write access could do that; the copies outside the database
@@ -203,7 +204,10 @@ def _chain_new_events(session: Session, _context: UOWTransaction, _instances: ob
     for item in events:  # when it happened, not when it was committed
         item.id = item.id or uuid.uuid4()
         item.at = item.at or utcnow()
-    if not session.info.get(_COMMITTING) and not session.in_nested_transaction():
+    others = session.dirty or session.deleted or len(session.new) > len(events)
+    if not session.in_nested_transaction() and (others or not session.info.get(_COMMITTING)):
+        # Not yet: the head must be the last lock the transaction takes. Taken before the
+        # flush's own row locks, a PATCH and a DELETE of one user deadlock on it.
         for item in events:
             session.expunge(item)
         session.info.setdefault(_HELD, []).extend(events)
@@ -229,6 +233,13 @@ def _release_held(session: Session) -> None:
     """before_commit: the held events go into the commit's flush (it follows this hook)."""
     session.info[_COMMITTING] = True
     session.add_all(session.info.pop(_HELD, ()))
+
+
+def _requeue_held(session: Session, _context: UOWTransaction) -> None:
+    """after_flush_postexec: events held back from a commit's flush that had other writes
+    come back; commit() flushes again while the session is not clean, events alone now."""
+    if session.info.get(_COMMITTING) and session.info.get(_HELD):
+        session.add_all(session.info.pop(_HELD))
 
 
 def _log_committed(session: Session) -> None:
@@ -266,6 +277,7 @@ def _forget_rolled_back(session: Session) -> None:
 _LISTENERS = (
     ("before_flush", _chain_new_events),
     ("before_commit", _release_held),
+    ("after_flush_postexec", _requeue_held),
     ("after_commit", _log_committed),
     ("after_rollback", _forget_rolled_back),
 )
