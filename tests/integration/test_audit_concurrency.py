@@ -19,7 +19,7 @@ COMMITS = 25
 
 async def _writer(services: AppServices, number: int, start: asyncio.Barrier) -> int:
     """``COMMITS`` committed transactions of one or two events; every fifth one also rolls a
-    flushed event back first (its seq must come back free). Returns the events committed."""
+    flushed event back first (it must never enter the chain). Returns the events committed."""
     committed = 0
     async with services.sessionmaker() as session:
         await session.execute(text("SELECT 1"))  # hold a connection before the start line
