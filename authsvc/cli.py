@@ -1,4 +1,4 @@
-"""``authsvc serve | migrate | create-admin | keys | routes | policies``.
+"""``authsvc serve | migrate | create-admin | keys | routes | policies | audit``.
 
 ``serve`` does the first-start work (migrations, signing key, token secret) once in the parent
 process, before any worker exists, so several workers never race to create them.
@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -221,8 +223,6 @@ def cmd_routes(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from authsvc.main import build_keystore
 
     keystore = build_keystore(settings)
@@ -241,6 +241,58 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         when = datetime.fromtimestamp(key.activates_at, UTC).isoformat()
         print(f"{key.kid}  {key.alg}  signs from {when}")
     return 0
+
+
+async def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from authsvc.db.session import create_engine, create_sessionmaker
+    from authsvc.schemas.audit import ChainReport
+    from authsvc.services import audit_chain
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            if args.action == "verify":
+                report = await audit_chain.verify(session)
+                found = ChainReport.model_validate(report, from_attributes=True)
+                print(found.model_dump_json())
+                return 0 if report.intact else 1
+            with ExitStack() as stack:
+                out = (
+                    stack.enter_context(args.output.open("w", encoding="utf-8"))
+                    if args.output
+                    else sys.stdout
+                )
+                async for line in audit_chain.export_lines(session, args.since):
+                    out.write(line + "\n")
+            return 0
+    finally:
+        await engine.dispose()
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "verify" and (args.since or args.output):
+        print("error: --since and --output are for export", file=sys.stderr)
+        return 2
+    from authsvc.main import database_outage
+
+    try:
+        return asyncio.run(_audit(settings, args))
+    except Exception as exc:
+        if not database_outage(exc):
+            raise
+        raise DatabaseUnreachable(
+            f"the database is not reachable ({type(exc).__name__}); start it and run the "
+            "command again"
+        ) from exc
+
+
+def _aware_datetime(value: str) -> datetime:
+    """``--since``: ISO 8601; without an offset it is UTC (the trail's time zone)."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--cases", type=Path, default=None, help="the test case folder (default: <dir>/tests)"
     )
     policies.set_defaults(func=cmd_policies)
+
+    audit = sub.add_parser(
+        "audit",
+        help="verify: check the security trail's hash chain (exit 1 if broken); export: the "
+        "trail as JSON lines in chain order, for a SIEM",
+    )
+    audit.add_argument("action", choices=["verify", "export"])
+    audit.add_argument(
+        "--since", type=_aware_datetime, default=None, help="export events from then (ISO 8601)"
+    )
+    audit.add_argument("--output", type=Path, default=None, help="export to a file, not stdout")
+    audit.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -18,6 +18,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+# The client's User-Agent, for the security trail (the column holds 256 characters).
+user_agent_var: ContextVar[str | None] = ContextVar("user_agent", default=None)
+USER_AGENT_MAX = 256
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -70,9 +73,11 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode("latin-1")
+        headers = dict(scope.get("headers", ()))
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        ua_token = user_agent_var.set(_user_agent(headers.get(b"user-agent")))
         status = 500
         start = time.perf_counter()
 
@@ -93,6 +98,15 @@ class RequestContext:
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
             request_id_var.reset(token)
+            user_agent_var.reset(ua_token)
+
+
+def _user_agent(raw: bytes | None) -> str | None:
+    """Anybody's text: control characters (a NUL would stop PostgreSQL) dropped, length cut."""
+    if not raw:
+        return None
+    text = "".join(c for c in raw.decode("latin-1") if c.isprintable())
+    return text[:USER_AGENT_MAX] or None
 
 
 def route_template(scope: Scope) -> str:
@@ -125,6 +139,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        audit = getattr(record, "audit", None)
+        if isinstance(audit, dict):  # services/audit_chain.py: one event's fields
+            entry.update(audit)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -10,6 +10,7 @@ from fastapi_users_db_sqlalchemy import SQLAlchemyBaseUserTableUUID
 from fastapi_users_db_sqlalchemy.generics import GUID
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     ForeignKey,
@@ -153,6 +154,9 @@ class AuditEvent(Base):
         Index("ix_audit_events_at", "at"),
         Index("ix_audit_events_actor_id", "actor_id"),
         Index("ix_audit_events_target", "target_type", "target_id"),
+        # The chain's order: gap-free 1..N, assigned under the head row's lock at flush
+        # (services/audit_chain.py). An index, not a constraint: SQLite adds it by ALTER.
+        Index("ix_audit_events_seq", "seq", unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
@@ -166,6 +170,27 @@ class AuditEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # As long as the request ids observability.RequestContext accepts from a client.
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Filled by the flush listener in services/audit_chain.py, never by callers.
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    prev_digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    digest: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AuditChainHead(Base):
+    """One row (id 1, seeded by migration 0010): the last event's seq and digest.
+
+    Every transaction that adds audit events locks this row to extend the chain, so the
+    chain has one order across workers and hosts; see services/audit_chain.py.
+    """
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    digest: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
 class Session(Base):

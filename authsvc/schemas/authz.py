@@ -117,6 +117,9 @@ class AuditEventRead(BaseModel):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     client_ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    seq: int
 
 
 class AuditPage(BaseModel):

@@ -2,7 +2,9 @@
 
 An event is added to the caller's transaction, never committed here: it commits with the
 change it describes, or is rolled back with it, so the trail never shows a change that did
-not happen nor misses one that did.
+not happen nor misses one that did. At the commit it joins the hash chain, and once committed
+it is written as a log line too (services/audit_chain.py; the same for events added without
+this class).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from authsvc.authz.engine import Principal
 from authsvc.db.models import AuditEvent
 from authsvc.db.repositories.audit import AuditFilter, events_query
 from authsvc.db.repositories.roles import page
+from authsvc.observability import request_id_var, user_agent_var
+from authsvc.services import audit_chain
+
+audit_chain.install()  # idempotent; every session that adds events chains them
 
 __all__ = ["AuditFilter", "AuditService"]
 
@@ -66,6 +72,8 @@ class AuditService:
             before=before,
             after=after,
             client_ip=self.client_ip,
+            user_agent=user_agent_var.get(),
+            request_id=request_id_var.get(),
         )
         self.db.add(event)
         return event

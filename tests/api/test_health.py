@@ -140,6 +140,7 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("GET", "/permissions"),
         ("POST", "/permissions"),
         ("GET", "/audit"),
+        ("GET", "/audit/verify"),
         ("POST", "/auth/introspect"),
         ("POST", "/auth/revoke"),
         ("POST", "/auth/revert-email"),
