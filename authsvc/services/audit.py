@@ -36,6 +36,7 @@ REFRESH_REUSED = "auth.refresh.reuse"  # a spent refresh token came back: the se
 TOKEN_REVOKED = "auth.token.revoke"  # RFC 7009 revocation
 SESSION_REVOKED = "user.sessions.revoke"
 USER_REGISTERED = "user.register"
+REGISTER_ATTEMPTED = "user.register.taken"  # someone tried to register an address in use
 PASSWORD_CHANGED = "user.password.change"
 PASSWORD_RESET = "user.password.reset"
 EMAIL_CHANGE_REQUESTED = "user.email.change_request"  # pending until the new address confirms

@@ -142,25 +142,42 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
 
         Both paths do the same expensive work in the same order: the policy check (a refused
         password is refused alike, before any lookup), one password hash (a taken address
-        hashes and discards), one lookup. A new address gets the account and the verification
-        mail; a taken one gets nothing written and its owner a "someone tried" mail. Both
+        hashes and discards), the account's INSERT (refused by the unique index for a taken
+        address), the default role's read, one audited write and its commit. A new address
+        gets the account and the verification mail; a taken one a security event
+        (``user.register.taken``) and its owner a "someone tried" mail. Both
         mails leave through the outbox, so neither waits on the mail server.
         """
         await self.validate_password(user_create.password, user_create)
         hashed = await self.hasher.hash(user_create.password)
-        owner = await self.user_db.get_by_email(user_create.email)
+        # Insert first, on both paths: the unique index on the address's key tells a taken
+        # address (and settles a concurrent registration of the same one) after the same
+        # statement a new address costs.
+        try:
+            created = await self._insert(user_create, hashed, safe=True)
+        except exceptions.UserAlreadyExists:
+            owner = await self.user_db.get_by_email(user_create.email)
+        else:
+            await self.on_after_register(created, request)
+            return
         if owner is None:
-            try:
-                created = await self._insert(user_create, hashed, safe=True)
-            except exceptions.UserAlreadyExists:
-                # A concurrent registration of the address came first: same answer.
-                owner = await self.user_db.get_by_email(user_create.email)
-            else:
-                await self.on_after_register(created, request)
-                return
-        if owner is not None and owner.is_active:
+            return  # deleted in between: nobody to tell
+        await self._record_attempt(owner)
+        if owner.is_active:
             link = build_link(self.public_url, "register-attempt", None)
             await self.notifier.send(TokenMessage(owner.email, "register-attempt", None, link))
+
+    async def _record_attempt(self, owner: User) -> None:
+        """A registration of an address in use is a security event of its owner's account.
+        Writing it also gives this path a new account's database work — the default role
+        read, a write with its audit chain, a commit — so its answer takes about as long
+        (``bench/register_timing.py``)."""
+        if self.default_role:
+            await roles_repo.get_role(self.session, self.default_role)
+        AuditService(self.session, None, self.client_ip).record(
+            audit.REGISTER_ATTEMPTED, "user", str(owner.id), None, {"reason": "address_taken"}
+        )
+        await self.session.commit()
 
     async def _insert(self, user_create: schemas.UC, hashed: str, *, safe: bool) -> User:
         # fastapi-users leaves these two helpers unannotated.
