@@ -269,8 +269,12 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         if password is not None:
             await self.validate_password(password, user)
             update_dict["hashed_password"] = await self.hasher.hash(password)
-            # A new password ends every session (committed with the change below).
+            # A new password ends every session (committed with the change below), and a
+            # pending email change: whoever asked for it may be who the password was changed
+            # against (a change asked for in this same request is set again below).
             await sessions_repo.revoke_all(self.session, user.id, "password")
+            update_dict["pending_email"] = None
+            update_dict["pending_email_at"] = None
             AuditService(self.session, actor.principal, self.client_ip).record(
                 audit.PASSWORD_CHANGED,
                 "user",

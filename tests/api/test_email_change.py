@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from authsvc.db.models import AuditEvent, Session, User
 from authsvc.services.container import AppServices
-from tests.conftest import PASSWORD, TOKEN_SECRET, MakeUser, delivered
+from tests.conftest import PASSWORD, TOKEN_SECRET, MakeUser, delivered, token_from_console
 
 OLD = "owner@example.com"
 NEW = "owner.new@example.com"
@@ -233,6 +233,47 @@ async def test_a_newer_request_kills_the_older_link(
     assert await stored_email(services, user.id) == (OLD, True)
     assert (await confirm(client, links[2].token)).status_code == 200
     assert await stored_email(services, user.id) == (NEW, True)
+
+
+@pytest.mark.parametrize("how", ["reset", "change"])
+async def test_a_new_password_kills_a_pending_change(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    services: AppServices,
+    capsys: pytest.CaptureFixture[str],
+    how: str,
+) -> None:
+    """Someone who learnt the password asks to move the account to their own mailbox; the owner
+    notices and sets a new password. The link in the other mailbox must die with the old
+    password, or it would still hand the account over."""
+    user = await make_user(OLD)
+    attacker = await sign_in(client, OLD)
+    asked = await change_email(client, attacker, NEW, current_password=PASSWORD)
+    assert asked.status_code == 200, asked.text
+    link = only(mails(await delivered(services, capsys)), NEW, CONFIRM_SUBJECT)
+
+    fresh = "the owner's fresh passphrase"
+    if how == "reset":
+        assert (await client.post("/auth/forgot-password", json={"email": OLD})).status_code == 202
+        token = token_from_console(await delivered(services, capsys), "reset-password")
+        reset = await client.post("/auth/reset-password", json={"token": token, "password": fresh})
+        assert reset.status_code == 200, reset.text
+    else:
+        owner = await sign_in(client, OLD)
+        changed = await client.patch(
+            "/users/me",
+            headers=bearer(owner),
+            json={"password": fresh, "current_password": PASSWORD},
+        )
+        assert changed.status_code == 200, changed.text
+
+    refused = await confirm(client, link.token)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["detail"]["code"] == "CONFIRM_EMAIL_BAD_TOKEN"
+    assert await stored_email(services, user.id) == (OLD, True)
+    async with services.sessionmaker() as db:
+        stored = await db.get(User, user.id)
+        assert stored is not None and stored.pending_email is None
 
 
 async def test_asking_for_the_current_address_withdraws_the_pending_change(

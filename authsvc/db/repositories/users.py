@@ -167,11 +167,13 @@ async def list_users(
 async def replace_password_hash(
     session: AsyncSession, user_id: uuid.UUID, old_hash: str, new_hash: str
 ) -> bool:
-    """Set the hash only if it is still ``old_hash``; False when someone changed it first."""
+    """Set the hash only if it is still ``old_hash``; False when someone changed it first.
+    A pending email change dies with the old password: whoever asked for it may be who the
+    password is being reset against."""
     result = await session.execute(
         update(User)
         .where(_columns.id == user_id, _columns.hashed_password == old_hash)
-        .values(hashed_password=new_hash)
+        .values(hashed_password=new_hash, pending_email=None, pending_email_at=None)
         .execution_options(synchronize_session=False)  # the caller reloads the user
     )
     return bool(getattr(result, "rowcount", 0))
