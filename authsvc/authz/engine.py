@@ -75,6 +75,9 @@ class Principal:
     attributes: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     # The token came from a multi-factor login (its "amr" claim says "mfa").
     mfa: bool = False
+    # When the user last proved who they are (the token's "auth_time", seconds since the epoch;
+    # None for a token without one): recent-authentication checks compare it with now.
+    auth_time: int | None = None
 
     @property
     def is_authenticated(self) -> bool:

@@ -210,6 +210,11 @@ class Session(Base):
     user_agent: Mapped[str | None] = mapped_column(String(256), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # How the user authenticated when the session began (RFC 8176 "amr" values, space-separated,
+    # e.g. "pwd" or "pwd otp mfa") and when (migration 0011): every access token of the
+    # session, refreshed ones too, carries them as ``amr`` and ``auth_time``.
+    amr: Mapped[str] = mapped_column(String(64), default="pwd", nullable=False)
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
 
 
 class RefreshToken(Base):
@@ -301,3 +306,61 @@ class TrustedDevice(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class TotpFactor(Base):
+    """A user's TOTP second factor (RFC 6238), one per account (migration 0011).
+
+    ``secret`` is encrypted (never stored in the clear). ``confirmed_at`` is None while the
+    enrolment waits for its first code: such a factor never asks for a code at sign-in.
+    ``last_step`` is the last time step a code was accepted for: a code of that step or an
+    earlier one is refused (no replay). ``failures``/``blocked_until`` limit guesses per account.
+    """
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        GUID, ForeignKey("user.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(String(512), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code, stored only as a keyed hash (migration 0011)."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (Index("ix_recovery_codes_user_id", "user_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        GUID, ForeignKey("user.id", ondelete="CASCADE"), nullable=False
+    )
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class MfaChallenge(Base):
+    """A password sign-in waiting for its second factor (migration 0011): the ``mfa_token``
+    names it. Single use (``used_at`` set by a conditional UPDATE), short-lived, bound to the
+    account and the client that asked; ``attempts`` bounds the codes tried with it."""
+
+    __tablename__ = "mfa_challenges"
+    __table_args__ = (Index("ix_mfa_challenges_expires_at", "expires_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        GUID, ForeignKey("user.id", ondelete="CASCADE"), nullable=False
+    )
+    client_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # The device token presented with the password, if any, carried to the second step.
+    device_token: Mapped[str | None] = mapped_column(String(512), nullable=True)

@@ -129,7 +129,12 @@ def _principal(user: User, claims: Mapping[str, Any], session_id: uuid.UUID) -> 
         is_verified=user.is_verified,
         attributes=user.attributes or {},
         mfa="mfa" in _strings(claims.get("amr")),
+        auth_time=_auth_time(claims.get("auth_time")),
     )
+
+
+def _auth_time(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class CallerResolver:

@@ -46,6 +46,10 @@ class TokenIssuer:
             "permissions": grants.permissions,
             "ver": grants.version,
             "sid": str(session.id),
+            # RFC 8176 / OpenID Connect Core §2: how and when the user authenticated, the same
+            # for every token of the session (a refresh does not re-authenticate).
+            "amr": session.amr.split(),
+            "auth_time": int(session.auth_time.timestamp()),
         }
         issued = await self._sign_then_commit(str(user.id), claims)
         return IssuedTokens(issued.token, issued.expires_in, refresh_token)

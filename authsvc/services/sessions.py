@@ -80,11 +80,19 @@ class SessionService:
         self.client_ip = client_ip
 
     async def start(
-        self, user: User, client_ip: str | None, user_agent: str | None
+        self,
+        user: User,
+        client_ip: str | None,
+        user_agent: str | None,
+        *,
+        amr: tuple[str, ...] = ("pwd",),
     ) -> tuple[Session, str]:
+        """A new session for a user who just authenticated by ``amr`` (RFC 8176 values)."""
         now = utcnow()
         session = Session(
             user_id=user.id,
+            amr=" ".join(amr),
+            auth_time=now,
             created_at=now,
             last_used_at=now,
             expires_at=now + timedelta(seconds=self.policy.lifetime_seconds),
