@@ -34,6 +34,7 @@ from authsvc.api.routes import (
     authz,
     health,
     me,
+    mfa_admin,
     oauth,
     roles,
     sessions,
@@ -381,6 +382,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router, prefix="/users", dependencies=limited)
     app.include_router(sessions.admin_router, prefix="/users", dependencies=limited)
     app.include_router(throttle.router, prefix="/users", dependencies=limited)
+    app.include_router(mfa_admin.router, prefix="/users", dependencies=limited)
     app.include_router(roles.router, dependencies=limited)
     app.include_router(audit.router, dependencies=limited)
     app.include_router(oauth.router, prefix="/auth", dependencies=limited)

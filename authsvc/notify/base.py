@@ -10,6 +10,7 @@ from typing import Literal, Protocol
 # address a user asked to move to; its token makes the move (POST /auth/confirm-email).
 # "register-attempt" goes to the owner of an address someone tried to register again: no token.
 # "login-throttled" tells an account's owner that sign-ins to it are being held back (no token).
+# "mfa-reset" tells an account's owner that an administrator removed its second factor (no token).
 Purpose = Literal[
     "verify",
     "reset-password",
@@ -17,6 +18,7 @@ Purpose = Literal[
     "confirm-email",
     "register-attempt",
     "login-throttled",
+    "mfa-reset",
 ]
 
 SUBJECTS: dict[Purpose, str] = {
@@ -26,6 +28,7 @@ SUBJECTS: dict[Purpose, str] = {
     "confirm-email": "Confirm your new email address",
     "register-attempt": "Someone tried to register with your address",
     "login-throttled": "Sign-in attempts on your account",
+    "mfa-reset": "The second factor of your account was removed",
 }
 _LINK_PATHS: dict[Purpose, str] = {
     "verify": "verify",
@@ -61,6 +64,8 @@ class TokenMessage:
             return self._register_attempt_body()
         if self.purpose == "login-throttled":
             return _LOGIN_THROTTLED_BODY
+        if self.purpose == "mfa-reset":
+            return _MFA_RESET_BODY
         lines = [f"Use this token to {_ACTIONS[self.purpose]}:", "", str(self.token), ""]
         if self.link:
             lines += ["Or open:", self.link, ""]
@@ -112,6 +117,19 @@ _LOGIN_THROTTLED_BODY = "\n".join(
         "If it was you, wait a little and try again, or reset your password.",
         "If it was not you, someone may be guessing your password: choose a long password",
         "you use nowhere else (reset it from the sign-in page).",
+    ]
+)
+
+# No link and no token: a message anyone could fake should ask for nothing but a word with
+# the administrators, through a channel the owner already knows.
+_MFA_RESET_BODY = "\n".join(
+    [
+        "An administrator removed the second factor of your account: its authenticator app",
+        "and its recovery codes no longer work. Until you set up a new one, your password",
+        "alone signs you in.",
+        "",
+        "If you did not ask for it, contact them: someone may be trying to take over your",
+        "account.",
     ]
 )
 

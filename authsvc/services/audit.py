@@ -44,6 +44,7 @@ EMAIL_CHANGED = "user.email.change"
 EMAIL_REVERTED = "user.email.revert"
 EMAIL_VERIFIED = "user.email.verify"
 POLICY_RELOADED = "policy.reload"
+MFA_RESET = "auth.mfa.reset"  # an administrator removed a user's second factor
 
 
 class AuditService:

@@ -158,6 +158,8 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("DELETE", "/users/{user_id}/sessions"),
         ("GET", "/users/{user_id}/login-throttle"),
         ("DELETE", "/users/{user_id}/login-throttle"),
+        ("GET", "/users/{user_id}/mfa"),
+        ("DELETE", "/users/{user_id}/mfa"),
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/.well-known/openid-configuration"),
         ("GET", "/.well-known/oauth-authorization-server"),
