@@ -59,6 +59,15 @@ def missing_roles(principal: Principal, missing: Sequence[str]) -> Forbidden:
     )
 
 
+def changes_credentials(password: str | None, email: str | None, current_email: str) -> bool:
+    """A new password, or a move to another address: what needs a recent sign-in on one's
+    own account. Sending the current address (which withdraws a pending change) moves
+    nothing, so it is not held back."""
+    if password is not None:
+        return True
+    return email is not None and email.lower() != current_email.lower()
+
+
 def require_recent_auth(principal: Principal, max_age_seconds: int, now: float) -> None:
     """403 ``REAUTH_REQUIRED`` unless the caller signed in at most ``max_age_seconds`` before
     ``now`` (seconds since the epoch). A token without ``auth_time`` (issued before tokens

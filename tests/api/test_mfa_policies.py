@@ -237,3 +237,32 @@ async def test_withdrawing_nothing_needs_no_recent_sign_in(
     await make_user("me@example.com")
     stale = await mfa_login("me@example.com", amr=("pwd",), auth_time=_ago(3600))
     assert (await client.patch("/users/me", headers=stale, json={})).status_code == 200
+
+
+async def test_the_admin_route_on_oneself_needs_it_too(
+    client: httpx.AsyncClient, make_user: MakeUser, mfa_login: MfaLogin
+) -> None:
+    """PATCH /users/{own id} (the own-profile policy) is the same self-service change."""
+    me = await make_user("me@example.com")
+    stale = await mfa_login("me@example.com", amr=("pwd",), auth_time=_ago(301))
+    change = {"password": "a brand new passphrase", "current_password": PASSWORD}
+    refused = await client.patch(f"/users/{me.id}", headers=stale, json=change)
+    assert (refused.status_code, code(refused)) == (403, "REAUTH_REQUIRED"), refused.text
+    fresh = await mfa_login("me@example.com", amr=("pwd",))
+    assert (await client.patch(f"/users/{me.id}", headers=fresh, json=change)).status_code == 200
+
+
+async def test_a_token_without_auth_time_is_not_recent(
+    client: httpx.AsyncClient, services: AppServices, make_user: MakeUser
+) -> None:
+    """Tokens issued before they carried auth_time: sign in again."""
+    me = await make_user("me@example.com")
+    issued = await issue_tokens(services, "me@example.com", amr=("pwd",))
+    said = services.codec.verify(issued.access_token)
+    extra = {k: v for k, v in said.items() if k in ("roles", "permissions", "ver", "sid", "amr")}
+    old = services.codec.issue(str(me.id), extra=extra).token
+    change = {"password": "a brand new passphrase", "current_password": PASSWORD}
+    refused = await client.patch(
+        "/users/me", headers={"Authorization": f"Bearer {old}"}, json=change
+    )
+    assert (refused.status_code, code(refused)) == (403, "REAUTH_REQUIRED"), refused.text

@@ -15,10 +15,9 @@ from fastapi_users import exceptions
 from authsvc.api.deps import ServicesDep, UserManagerDep
 from authsvc.api.errors import error_responses
 from authsvc.api.guards import CurrentUser
-from authsvc.db.models import User
 from authsvc.errors import BadRequest
 from authsvc.schemas.users import MeRead, UserUpdate
-from authsvc.services.stepup import require_recent_auth
+from authsvc.services.stepup import changes_credentials, require_recent_auth
 
 router = APIRouter(tags=["users"])
 
@@ -56,7 +55,7 @@ async def update_me(
     services: ServicesDep,
     request: Request,
 ) -> MeRead:
-    if _changes_credentials(body, caller.user):
+    if changes_credentials(body.password, body.email, caller.user.email):
         # Before the current password is even hashed: a stolen long-lived session cannot
         # take the account over, whatever it knows.
         require_recent_auth(caller.principal, services.settings.reauth_max_age_seconds, time.time())
@@ -73,11 +72,3 @@ async def update_me(
             "Another account uses this email.", code="UPDATE_USER_EMAIL_ALREADY_EXISTS"
         ) from None
     return MeRead.model_validate(updated)
-
-
-def _changes_credentials(body: UserUpdate, user: User) -> bool:
-    """A new password, or a move to another address. Sending the current address (which
-    withdraws a pending change) moves nothing, so it is not held back."""
-    if body.password is not None:
-        return True
-    return body.email is not None and body.email.lower() != user.email.lower()
