@@ -3,6 +3,7 @@ destructive actions, and recent authentication for changing the password or the 
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,9 +11,12 @@ import httpx
 import jwt
 import pytest
 
+from authsvc.authz.engine import Principal
 from authsvc.db.models import User
 from authsvc.db.repositories import roles as repo
+from authsvc.errors import Forbidden
 from authsvc.services.container import AppServices
+from authsvc.services.stepup import require_recent_auth
 from tests.conftest import PASSWORD, Login, MakeUser, MfaLogin, issue_tokens
 
 Headers = dict[str, str]
@@ -266,3 +270,13 @@ async def test_a_token_without_auth_time_is_not_recent(
         "/users/me", headers={"Authorization": f"Bearer {old}"}, json=change
     )
     assert (refused.status_code, code(refused)) == (403, "REAUTH_REQUIRED"), refused.text
+
+
+def test_recent_means_at_most_max_age() -> None:
+    """The window's edges, without a clock: ``now`` is given."""
+    signed_in = Principal(user_id=uuid.uuid4(), auth_time=1_000)
+    require_recent_auth(signed_in, 300, 1_300)  # exactly 300 s: still recent
+    for principal, now in ((signed_in, 1_301), (Principal(user_id=uuid.uuid4()), 1_000)):
+        with pytest.raises(Forbidden) as refused:
+            require_recent_auth(principal, 300, now)
+        assert refused.value.code == "REAUTH_REQUIRED"
