@@ -126,7 +126,8 @@ RecentAuth = Annotated[Principal, Depends(get_recent_principal)]
 
 def authorize(action: str, resource: Callable[..., Awaitable[Target]]) -> Any:
     """``Annotated[Authorized, authorize("users:write", user_resource)]``: the caller, the
-    loaded resource and the decision of the policies (``policies/``), or 403 ``POLICY_DENIED``.
+    loaded resource and the decision of the policies (``policies/``), or 403 ``POLICY_DENIED``
+    (``MFA_REQUIRED`` when a second factor would turn the deny into an allow).
 
     The principal comes from the resolved caller (token claims and the user's attributes), the
     resource from the loader dependency, the context from the request (client IP, trusted
