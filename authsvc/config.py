@@ -24,6 +24,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The issuer when nobody set one and no ``authsvc serve`` derived one (an app built in-process).
 DEFAULT_ISSUER = "http://127.0.0.1:8000"
+# Roles that count only in a session signed in with a second factor (AUTHSVC_MFA_REQUIRED_ROLES).
+DEFAULT_MFA_REQUIRED_ROLES = ("admin",)
 
 
 def issuer_for_bind(host: str, port: int) -> str:
@@ -102,6 +104,16 @@ class Settings(BaseSettings):
         ]
     )
 
+    # Step-up: holders of these roles get nothing from them (nor from the roles they inherit
+    # through them) unless the session signed in with a second factor (amr has "mfa").
+    # Superusers are not a role: this does not cover them.
+    mfa_required_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_MFA_REQUIRED_ROLES)
+    )
+    # Changing the password or the email (and the second factor) needs a sign-in (the token's
+    # auth_time) at most this old.
+    reauth_max_age_seconds: int = Field(default=300, ge=1, le=86_400)
+
     # Passwords (NIST SP 800-63B-4 §3.1.1.2): at least 15 characters when the password is the
     # only factor; verifiers SHOULD accept at least 64; no composition rules.
     password_min_length: int = Field(default=15, ge=1, le=64)
@@ -171,6 +183,16 @@ class Settings(BaseSettings):
     @classmethod
     def _split_networks(cls, value: object) -> object:
         # Accept "10.0.0.1,10.0.1.0/24" from the environment as well as a JSON list.
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("mfa_required_roles", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        # "admin,ops" from the environment as well as a JSON list; "" is no role at all.
         if isinstance(value, str):
             if value.strip().startswith("["):
                 return json.loads(value)

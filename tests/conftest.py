@@ -18,6 +18,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,15 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from authsvc.config import Settings
 from authsvc.db import migrations
 from authsvc.db.models import Base, User
 from authsvc.security.keys import load_or_create_signing_key
 from authsvc.services.container import AppServices
+from authsvc.services.issuer import IssuedTokens, TokenIssuer
+from authsvc.services.sessions import SessionService
 from tests.apps import STATS, AppCache
 
 ENGINES = [
@@ -254,6 +257,48 @@ def login(client: httpx.AsyncClient) -> Login:
 async def admin_headers(make_user: MakeUser, login: Login) -> dict[str, str]:
     await make_user("admin@example.com", is_superuser=True)
     return await login("admin@example.com")
+
+
+async def issue_tokens(
+    services: AppServices,
+    email: str,
+    *,
+    amr: tuple[str, ...] = ("pwd", "otp", "mfa"),
+    auth_time: datetime | None = None,
+) -> IssuedTokens:
+    """Tokens of a new session of ``email`` as if signed in by ``amr`` (default: password and
+    a one-time code, RFC 8176), at ``auth_time`` (default: now). Built the way the password
+    grant builds them (session, then the one issuer), without the second-factor exchange."""
+    async with services.sessionmaker() as db:
+        user = (await db.scalars(select(User).where(User.email == email))).one()
+        sessions = SessionService(db, services.session_policy)
+        session, refresh = await sessions.start(user, TEST_CLIENT_IP, "tests", amr=amr)
+        if auth_time is not None:
+            session.auth_time = auth_time
+        issuer = TokenIssuer(db, services.codec, services.settings.mfa_required_roles)
+        return await issuer.for_user(user, session, refresh)  # commits
+
+
+MfaLogin = Callable[..., Awaitable[dict[str, str]]]
+
+
+@pytest.fixture
+def mfa_login(services: AppServices) -> MfaLogin:
+    """``headers = await mfa_login(email)``: the Authorization header of a session signed in
+    with a second factor (``amr``, ``auth_time`` as in :func:`issue_tokens`)."""
+
+    async def do_login(email: str, **how: Any) -> dict[str, str]:
+        issued = await issue_tokens(services, email, **how)
+        return {"Authorization": f"Bearer {issued.access_token}"}
+
+    return do_login
+
+
+@pytest.fixture
+async def mfa_admin_headers(admin_headers: dict[str, str], mfa_login: MfaLogin) -> dict[str, str]:
+    """The superuser of ``admin_headers``, signed in with a second factor: what the shipped
+    guardrail asks of users:delete and roles:delete."""
+    return await mfa_login("admin@example.com")
 
 
 def token_from_console(output: str, purpose: str) -> str:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from authsvc.api.deps import general_rate_limit, get_session, limit_by_ip
-from authsvc.api.guards import get_principal, get_user_caller
+from authsvc.api.guards import get_principal, get_recent_principal, get_user_caller
 from authsvc.errors import AuthsvcError, OAuthError, RateLimited, ServiceUnavailable, Unauthorized
 from authsvc.schemas.tokens import OAuthErrorBody
 
@@ -68,7 +68,8 @@ class ValidationErrorBody(BaseModel):
 _MEANING = {
     400: "Bad request",
     401: "Not authenticated: no, an invalid or an expired credential",
-    403: "Refused: a permission or a policy (`PERMISSION_DENIED`, `POLICY_DENIED`, ...)",
+    403: "Refused: a permission or a policy (`PERMISSION_DENIED`, `POLICY_DENIED`, ...); "
+    "`MFA_REQUIRED`: a second factor would allow it; `REAUTH_REQUIRED`: sign in again",
     404: "Not found",
     409: "Conflict with the current state",
     413: "Request body too large",
@@ -107,7 +108,7 @@ def _common_statuses(route: Any, operation: dict[str, Any]) -> list[int]:
     statuses: list[int] = []
     if operation.get("security"):
         statuses.append(401)
-    if get_principal in calls or get_user_caller in calls:
+    if get_principal in calls or get_user_caller in calls or get_recent_principal in calls:
         statuses.append(403)  # a missing permission; a service token on a user route
     if route.param_convertors:
         statuses.append(404)  # the resource the path names does not exist

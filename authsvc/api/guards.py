@@ -9,6 +9,7 @@ for the request (``services.callers``): one token verification, one rule set, on
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -25,12 +26,12 @@ from authsvc.services.decisions import (
     Authorized,
     Target,
     audit_target,
-    enforce,
-    evaluate,
+    authorize_request,
     load_role_target,
     load_user_target,
 )
 from authsvc.services.policies import AUTHSVC_ACTIONS
+from authsvc.services.stepup import missing_permissions, missing_roles, require_recent_auth
 
 TOKEN_URL = "auth/token"
 # The OpenAPI security scheme (Swagger's Authorize button). Guards depend on it only so the
@@ -81,11 +82,7 @@ async def get_principal(
     principal = _user(caller).principal
     missing = principal.missing(security_scopes.scopes)
     if missing:
-        raise Forbidden(
-            f"Permission {missing[0]!r} is required.",
-            code="PERMISSION_DENIED",
-            data={"missing": missing},
-        )
+        raise missing_permissions(principal, missing)  # MFA_REQUIRED when a factor would do
     return principal
 
 
@@ -106,11 +103,7 @@ def require_roles(*roles: str) -> Any:
     async def check(principal: Annotated[Principal, Security(get_principal)]) -> Principal:
         missing = [role for role in roles if role not in principal.roles]
         if missing and not principal.is_superuser:
-            raise Forbidden(
-                f"Role {missing[0]!r} is required.",
-                code="PERMISSION_DENIED",
-                data={"missing_roles": missing},
-            )
+            raise missing_roles(principal, missing)
         return principal
 
     return Depends(check)
@@ -119,9 +112,22 @@ def require_roles(*roles: str) -> Any:
 CurrentPrincipal = Annotated[Principal, Security(get_principal)]
 
 
+async def get_recent_principal(caller: CallerDep, services: ServicesDep, _: BearerDoc) -> Principal:
+    """A signed-in user whose sign-in is recent (``AUTHSVC_REAUTH_MAX_AGE_SECONDS``), else
+    403 ``REAUTH_REQUIRED``: for changing how one signs in (the second-factor routes)."""
+    principal = _user(caller).principal
+    require_recent_auth(principal, services.settings.reauth_max_age_seconds, time.time())
+    return principal
+
+
+# ``principal: RecentAuth`` on a route that changes credentials.
+RecentAuth = Annotated[Principal, Depends(get_recent_principal)]
+
+
 def authorize(action: str, resource: Callable[..., Awaitable[Target]]) -> Any:
     """``Annotated[Authorized, authorize("users:write", user_resource)]``: the caller, the
-    loaded resource and the decision of the policies (``policies/``), or 403 ``POLICY_DENIED``.
+    loaded resource and the decision of the policies (``policies/``), or 403 ``POLICY_DENIED``
+    (``MFA_REQUIRED`` when a second factor would turn the deny into an allow).
 
     The principal comes from the resolved caller (token claims and the user's attributes), the
     resource from the loader dependency, the context from the request (client IP, trusted
@@ -136,8 +142,7 @@ def authorize(action: str, resource: Callable[..., Awaitable[Target]]) -> Any:
         ip: ClientIP,
         target: Target,
     ) -> Authorized:
-        decision = evaluate(services, principal, action, target, ip)
-        enforce(decision, action)
+        decision = authorize_request(services, principal, action, target, ip)
         if target.missing is not None:
             raise target.missing
         return Authorized(principal, target, decision)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from authsvc.authz.permissions import BUILTIN_PERMISSIONS, EVERYTHING, grants
@@ -78,10 +78,32 @@ class Principal:
     # When the user last proved who they are (the token's "auth_time", seconds since the epoch;
     # None for a token without one): recent-authentication checks compare it with now.
     auth_time: int | None = None
+    # What a second factor would add (the token's "mfa_withheld"): roles that need MFA
+    # (AUTHSVC_MFA_REQUIRED_ROLES) and what only they grant. Empty with MFA.
+    withheld_roles: frozenset[str] = field(default_factory=frozenset)
+    withheld_permissions: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def is_authenticated(self) -> bool:
         return self.user_id is not None
+
+    def needs_mfa_for(self, permission: str) -> bool:
+        """Not held now, but a role held would grant it in a session with a second factor."""
+        return not self.has(permission) and any(
+            grants(held, permission) for held in self.withheld_permissions
+        )
+
+    def with_mfa(self) -> Principal:
+        """The same caller as if signed in with a second factor: the withheld roles and
+        permissions in force, ``mfa`` true. For asking "would MFA change the answer?"."""
+        return replace(
+            self,
+            roles=self.roles | self.withheld_roles,
+            permissions=self.permissions | self.withheld_permissions,
+            mfa=True,
+            withheld_roles=frozenset(),
+            withheld_permissions=frozenset(),
+        )
 
     def has(self, permission: str) -> bool:
         if self.is_superuser:

@@ -118,6 +118,10 @@ def _strings(value: object) -> frozenset[str]:
 
 
 def _principal(user: User, claims: Mapping[str, Any], session_id: uuid.UUID) -> Principal:
+    # What a second factor would add (services.claims): only to say why a refusal is one.
+    withheld = claims.get("mfa_withheld")
+    if not isinstance(withheld, dict):
+        withheld = {}
     return Principal(
         user_id=user.id,
         email=user.email,
@@ -130,6 +134,8 @@ def _principal(user: User, claims: Mapping[str, Any], session_id: uuid.UUID) -> 
         attributes=user.attributes or {},
         mfa="mfa" in _strings(claims.get("amr")),
         auth_time=_auth_time(claims.get("auth_time")),
+        withheld_roles=_strings(withheld.get("roles")),
+        withheld_permissions=_strings(withheld.get("permissions")),
     )
 
 

@@ -42,6 +42,7 @@ from authsvc.services.callers import ClientCaller, UserCaller
 from authsvc.services.claims import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.policies import AUDIT_LOG_ID, principal_entities, stored_user_entities
+from authsvc.services.stepup import missing_permissions
 
 OWN_TYPES = frozenset({"User", "Role", "AuditLog"})
 # Context attributes authsvc computes; a caller cannot set them.
@@ -74,23 +75,31 @@ class _Loader:
     """Loads authsvc's own entities for a batch, each at most once."""
 
     session: AsyncSession
-    users: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)
+    # AUTHSVC_MFA_REQUIRED_ROLES: not in force for a principal named by someone else.
+    mfa_roles: frozenset[str] = frozenset()
+    users: dict[tuple[str, bool], list[dict[str, Any]] | None] = field(default_factory=dict)
     graph: RoleGraph | None = None
 
-    async def user(self, user_id: str) -> list[dict[str, Any]] | None:
-        if user_id not in self.users:
+    async def user(
+        self, user_id: str, *, as_principal: bool = False
+    ) -> list[dict[str, Any]] | None:
+        """A user as a resource (every role they hold), or as a principal named by another
+        caller: nothing tells of a session with a second factor (``context.mfa`` is false),
+        so roles that need one are not in force, as in their own password-signed tokens."""
+        key = (user_id, as_principal)
+        if key not in self.users:
             try:
                 found = await self.session.get(User, uuid.UUID(user_id))
             except ValueError:
                 found = None
             if found is None:
-                self.users[user_id] = None
+                self.users[key] = None
             else:
-                granted = await grants_for(self.session, found)
-                self.users[user_id] = stored_user_entities(
-                    found, granted.roles, granted.permissions
+                granted = await grants_for(
+                    self.session, found, mfa=not as_principal, mfa_roles=self.mfa_roles
                 )
-        return self.users[user_id]
+                self.users[key] = stored_user_entities(found, granted.roles, granted.permissions)
+        return self.users[key]
 
     async def roles(self, name: str) -> list[dict[str, Any]] | None:
         if self.graph is None:
@@ -109,6 +118,8 @@ async def _principal(
             raise _refuse("A service client must name the principal.", index)
         return uid("User", str(own.user_id)), principal_entities(own), own.mfa
     if not caller.may_check_anyone:
+        if own is not None and own.needs_mfa_for("authz:check"):
+            raise missing_permissions(own, ["authz:check"])  # MFA_REQUIRED
         raise Forbidden(
             "Checking another principal needs 'authz:check'.",
             code="PERMISSION_DENIED",
@@ -116,7 +127,7 @@ async def _principal(
         )
     if given.type != "User":
         raise _refuse(f"The principal must be a User, not {given.type!r}.", index)
-    entities = await loader.user(given.id)
+    entities = await loader.user(given.id, as_principal=True)
     if entities is None:
         raise _refuse("No such User principal.", index, entity=given.model_dump())
     return uid("User", given.id), entities, False
@@ -201,7 +212,14 @@ async def check(
     ip: str,
 ) -> CheckResult:
     bundle = services.policies.bundle  # one set for the whole answer, even across a reload
-    return await _evaluate(body, _asker(caller), _Loader(db), services, bundle, ip)
+    return await _evaluate(
+        body,
+        _asker(caller),
+        _Loader(db, frozenset(services.settings.mfa_required_roles)),
+        services,
+        bundle,
+        ip,
+    )
 
 
 async def check_batch(
@@ -211,7 +229,8 @@ async def check_batch(
     body: BatchCheckRequest,
     ip: str,
 ) -> BatchCheckResult:
-    bundle, loader, asker = services.policies.bundle, _Loader(db), _asker(caller)
+    bundle, asker = services.policies.bundle, _asker(caller)
+    loader = _Loader(db, frozenset(services.settings.mfa_required_roles))
     results = [
         await _evaluate(item, asker, loader, services, bundle, ip, index)
         for index, item in enumerate(body.checks)

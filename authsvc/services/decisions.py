@@ -29,6 +29,7 @@ from authsvc.errors import Forbidden, NotFound
 from authsvc.services.claims import grants_for
 from authsvc.services.container import AppServices
 from authsvc.services.policies import AUDIT_LOG_ID, principal_entities, stored_user_entities
+from authsvc.services.stepup import mfa_required
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,20 @@ def evaluate(
 ) -> Decision:
     """Ask the loaded policy set. Fails closed: a request the schema cannot type denies."""
     started = time.perf_counter()
+    decision = _decide(services, principal, action, target, ip, extra_context)
+    services.metrics.policy_latency.labels(source).observe(time.perf_counter() - started)
+    services.metrics.policy_decisions.labels(decision.word, source).inc()
+    return decision
+
+
+def _decide(
+    services: AppServices,
+    principal: Principal,
+    action: str,
+    target: Target,
+    ip: str | None,
+    extra_context: dict[str, Any] | None,
+) -> Decision:
     context = request_context(ip, services.settings.trusted_networks, mfa=principal.mfa)
     context.update(extra_context or {})
     request = CedarRequest(uid("User", str(principal.user_id)), action, target.uid, context)
@@ -70,14 +85,43 @@ def evaluate(
     entities = merge_entities(caller, target.entities)
     bundle = services.policies.bundle
     try:
-        decision = decide(bundle, request, entities)
+        return decide(bundle, request, entities)
     except RequestInvalid as exc:
         # Cedar's text quotes the entities (emails, attributes): say what is wrong instead.
         problem = explain(str(exc), bundle, caller, target.entities, resource_stored=True)
-        decision = Decision(False, [], [problem])
-    services.metrics.policy_latency.labels(source).observe(time.perf_counter() - started)
-    services.metrics.policy_decisions.labels(decision.word, source).inc()
-    return decision
+        return Decision(False, [], [problem])
+
+
+def authorize_request(
+    services: AppServices,
+    principal: Principal,
+    action: str,
+    target: Target,
+    ip: str | None,
+    *,
+    extra_context: dict[str, Any] | None = None,
+) -> Decision:
+    """:func:`evaluate`, then refuse a deny: 403 ``MFA_REQUIRED`` when the same request with
+    a second factor (the roles it would put in force, ``context.mfa`` true) is allowed, else
+    ``POLICY_DENIED`` (:func:`enforce`). The second evaluation happens only on a deny without
+    MFA, and does no I/O: the allowed path costs nothing more."""
+    decision = evaluate(services, principal, action, target, ip, extra_context=extra_context)
+    if decision.allowed:
+        return decision
+    if not principal.mfa and not decision.errors:
+        stepped = _decide(services, principal.with_mfa(), action, target, ip, extra_context)
+        if stepped.allowed:
+            raise _needs_mfa(decision, action)
+    enforce(decision, action)
+    return decision  # not reached: enforce raised
+
+
+def _needs_mfa(decision: Decision, action: str) -> Forbidden:
+    if decision.reasons:  # a forbid that a second factor lifts
+        why = f"Denied by policy {', '.join(repr(r) for r in decision.reasons)}."
+    else:  # only a role that needs a second factor permits it
+        why = f"Only a role that needs a second factor permits {action!r} here."
+    return mfa_required(why, action=action, policies=decision.reasons)
 
 
 def enforce(decision: Decision, action: str) -> None:

@@ -8,12 +8,13 @@ session exists that nobody received, and a presented refresh token is not spent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.config import DEFAULT_MFA_REQUIRED_ROLES
 from authsvc.db.models import OAuthClient, Session, User
 from authsvc.security.tokens import AccessTokenCodec, IssuedToken
 from authsvc.services.claims import grants_for
@@ -33,24 +34,39 @@ class IssuedTokens:
 class TokenIssuer:
     """Bound to one request's database session: its commit is the grant's commit."""
 
-    def __init__(self, db: AsyncSession, codec: AccessTokenCodec) -> None:
+    def __init__(
+        self,
+        db: AsyncSession,
+        codec: AccessTokenCodec,
+        mfa_required_roles: Collection[str] = DEFAULT_MFA_REQUIRED_ROLES,
+    ) -> None:
         self.db = db
         self.codec = codec
+        # AUTHSVC_MFA_REQUIRED_ROLES (services.claims); the default is the setting's, so an
+        # issuer built without it errs on the strict side.
+        self.mfa_required_roles = frozenset(mfa_required_roles)
 
     async def for_user(self, user: User, session: Session, refresh_token: str) -> IssuedTokens:
         """A user's token: roles and permissions as of now (one query), the ``ver`` they hold
-        for, and the session (``sid``) the refresh token continues."""
-        grants = await grants_for(self.db, user)
-        claims = {
+        for, and the session (``sid``) the refresh token continues. Roles that need a second
+        factor count only when the session's ``amr`` has ``mfa`` (``services.claims``)."""
+        amr = session.amr.split()
+        grants = await grants_for(
+            self.db, user, mfa="mfa" in amr, mfa_roles=self.mfa_required_roles
+        )
+        claims: dict[str, Any] = {
             "roles": grants.roles,
             "permissions": grants.permissions,
             "ver": grants.version,
             "sid": str(session.id),
             # RFC 8176 / OpenID Connect Core §2: how and when the user authenticated, the same
             # for every token of the session (a refresh does not re-authenticate).
-            "amr": session.amr.split(),
+            "amr": amr,
             "auth_time": int(session.auth_time.timestamp()),
         }
+        withheld = grants.withheld_claim()
+        if withheld is not None:  # what a second factor would add: the guards say so (403)
+            claims["mfa_withheld"] = withheld
         issued = await self._sign_then_commit(str(user.id), claims)
         return IssuedTokens(issued.token, issued.expires_in, refresh_token)
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from authsvc.authz.cedar import CedarRequest, decide, entity, request_context, uid
 from authsvc.authz.engine import RoleGraph, cedar_permissions
 from authsvc.authz.entities import merge_entities, role_entities, user_entities
 from authsvc.authz.permissions import BUILTIN_PERMISSIONS
-from authsvc.db.models import OAuthClient, Permission, Role, User
+from authsvc.db.models import OAuthClient, Permission, Role, Session, User
 from authsvc.db.repositories import roles as repo
 from authsvc.services.container import AppServices
 from authsvc.services.policies import AUTHSVC_ACTIONS
@@ -101,6 +101,10 @@ class World:
     headers: dict[str, str] = field(default_factory=dict)
 
     async def login(self) -> bool:
+        """Sign in by password, then as if the second factor followed (the session's amr
+        says so; a refresh carries it into the token): callers act at full strength, as the
+        oracle measures powers (roles that need MFA in force, ``context.mfa``). Withholding
+        without MFA is tests/api/test_mfa_policies.py's."""
         response = await self.client.post(
             "/auth/token",
             data={
@@ -111,6 +115,20 @@ class World:
         )
         if response.status_code != 200:
             return False
+        tokens = response.json()
+        async with self.services.sessionmaker() as session:
+            claims = self.services.codec.verify(tokens["access_token"])
+            await session.execute(
+                update(Session)
+                .where(Session.id == uuid.UUID(claims["sid"]))
+                .values(amr="pwd otp mfa")
+            )
+            await session.commit()
+        response = await self.client.post(
+            "/auth/token",
+            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        )
+        assert response.status_code == 200, response.text
         self.headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
         return True
 
@@ -235,7 +253,8 @@ def _power(
     if user.is_superuser:
         atoms.add("superuser")
     bundle = world.services.policies.bundle
-    context = request_context(TEST_CLIENT_IP, world.services.settings.trusted_networks)
+    # At full strength: signed in with a second factor (World.login).
+    context = request_context(TEST_CLIENT_IP, world.services.settings.trusted_networks, mfa=True)
     principal = entities[user.id]
     requests: list[tuple[str, dict[str, str], list[dict[str, Any]], str]] = []
     for name, target_id in world.ids.items():

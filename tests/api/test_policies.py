@@ -15,9 +15,10 @@ from prometheus_client import generate_latest
 from authsvc.db.models import Role, User
 from authsvc.db.repositories import roles as repo
 from authsvc.services.container import AppServices
-from tests.conftest import PASSWORD, Login, MakeUser
+from tests.conftest import PASSWORD, Login, MakeUser, MfaLogin
 
 GUARDRAIL = "guardrail.destructive-only-from-trusted-networks"
+MFA_GUARDRAIL = "guardrail.destructive-needs-mfa"
 Headers = dict[str, str]
 
 
@@ -141,7 +142,10 @@ async def test_department_admins_manage_their_department_and_never_a_superuser(
     )
     assert moved.status_code == 403 and detail(moved)["code"] == "POLICY_DENIED"
     deleted = await client.delete(f"/users/{colleague.id}", headers=headers)
-    assert deleted.status_code == 403 and detail(deleted)["policies"] == []
+    # Nothing permits it; the MFA guardrail forbids it too, but a second factor would not
+    # help, so the answer is POLICY_DENIED (not MFA_REQUIRED).
+    assert deleted.status_code == 403 and detail(deleted)["policies"] == [MFA_GUARDRAIL]
+    assert detail(deleted)["code"] == "POLICY_DENIED"
     # The department lives in the user row: a move takes effect on the next request.
     async with services.sessionmaker() as session:
         stored = await session.get(User, colleague.id)
@@ -155,12 +159,13 @@ async def test_only_a_superuser_grants_the_admin_role(
     client: httpx.AsyncClient,
     services: AppServices,
     make_user: MakeUser,
-    login: Login,
+    mfa_login: MfaLogin,
     admin_headers: Headers,
 ) -> None:
     await setup_user(services, make_user, "deputy@example.com", roles=("admin",))
     target = await setup_user(services, make_user, "target@example.com")
-    deputy = await login("deputy@example.com")
+    # With a second factor: the admin role is in force (AUTHSVC_MFA_REQUIRED_ROLES).
+    deputy = await mfa_login("deputy@example.com")
 
     refused = await client.put(f"/users/{target.id}/roles/admin", headers=deputy)
     assert refused.status_code == 403
@@ -195,12 +200,14 @@ async def test_destructive_actions_are_refused_outside_the_trusted_networks(
     services: AppServices,
     make_user: MakeUser,
     admin_headers: Headers,
+    mfa_admin_headers: Headers,
 ) -> None:
-    # The test client (203.0.113.10) is outside 10.0.0.0/8 here: even a superuser is refused.
+    # The test client (203.0.113.10) is outside 10.0.0.0/8 here: even a superuser is refused,
+    # with a second factor too.
     victim = await setup_user(services, make_user, "victim@example.com")
     await client.post("/roles", headers=admin_headers, json={"name": "temp"})
     for path in (f"/users/{victim.id}", "/roles/temp"):
-        refused = await client.delete(path, headers=admin_headers)
+        refused = await client.delete(path, headers=mfa_admin_headers)
         assert refused.status_code == 403, path
         assert detail(refused)["policies"] == [GUARDRAIL]
         assert detail(refused)["message"] == f"Denied by policy {GUARDRAIL!r}."
@@ -209,12 +216,16 @@ async def test_destructive_actions_are_refused_outside_the_trusted_networks(
 
 
 async def test_destructive_actions_pass_from_a_trusted_network(
-    client: httpx.AsyncClient, services: AppServices, make_user: MakeUser, admin_headers: Headers
+    client: httpx.AsyncClient,
+    services: AppServices,
+    make_user: MakeUser,
+    mfa_admin_headers: Headers,
 ) -> None:
     victim = await setup_user(services, make_user, "victim@example.com")
-    assert (await client.delete(f"/users/{victim.id}", headers=admin_headers)).status_code == 204
+    deleted = await client.delete(f"/users/{victim.id}", headers=mfa_admin_headers)
+    assert deleted.status_code == 204
     # Only now, allowed, does the caller learn that it is gone.
-    again = await client.delete(f"/users/{victim.id}", headers=admin_headers)
+    again = await client.delete(f"/users/{victim.id}", headers=mfa_admin_headers)
     assert again.status_code == 404 and detail(again)["code"] == "USER_NOT_FOUND"
 
 
@@ -295,7 +306,11 @@ async def test_check_defaults_to_the_caller(
 
 
 async def test_check_for_another_principal_with_context(
-    client: httpx.AsyncClient, services: AppServices, make_user: MakeUser, admin_headers: Headers
+    client: httpx.AsyncClient,
+    services: AppServices,
+    make_user: MakeUser,
+    admin_headers: Headers,
+    mfa_admin_headers: Headers,
 ) -> None:
     dana = await setup_user(
         services, make_user, "dana@example.com", roles=("department_admin",), department="sales"
@@ -315,11 +330,11 @@ async def test_check_for_another_principal_with_context(
     )
     assert allowed.json()["decision"] == "allow"
     assert allowed.json()["reasons"] == ["users.department-admin"]
-    # The superuser (admin_headers) deletes from outside: the guardrail says no.
-    me = (await client.get("/users/me", headers=admin_headers)).json()["id"]
+    # The superuser, with a second factor, deletes from outside: the guardrail says no.
+    me = (await client.get("/users/me", headers=mfa_admin_headers)).json()["id"]
     outside = await client.post(
         "/authz/check",
-        headers=admin_headers,
+        headers=mfa_admin_headers,
         json={
             "action": "users:delete",
             "resource": {"type": "User", "id": str(sam.id)},

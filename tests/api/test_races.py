@@ -165,9 +165,11 @@ USERS = 10
 async def test_update_racing_delete_is_never_a_500(
     client: httpx.AsyncClient,
     make_user: MakeUser,
-    admin_headers: dict[str, str],
+    mfa_admin_headers: dict[str, str],
     change: dict[str, Any],
 ) -> None:
+    # With a second factor: deleting needs one (guardrail.destructive-needs-mfa).
+    admin_headers = mfa_admin_headers
     users = [await make_user(f"doomed-{n}@example.com") for n in range(USERS)]
 
     def body(n: int) -> dict[str, Any]:

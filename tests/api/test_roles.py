@@ -14,7 +14,7 @@ import pytest
 from authsvc.db.models import User
 from authsvc.db.repositories import roles as repo
 from authsvc.services.container import AppServices
-from tests.conftest import Login, MakeUser, delivered, token_from_console
+from tests.conftest import Login, MakeUser, MfaLogin, delivered, token_from_console
 
 Headers = dict[str, str]
 Assign = Callable[[User, str], Awaitable[None]]
@@ -33,11 +33,12 @@ def assign(services: AppServices) -> Assign:
 
 
 @pytest.fixture
-async def admin(make_user: MakeUser, assign: Assign, login: Login) -> Headers:
-    """An administrator by role (not a superuser)."""
+async def admin(make_user: MakeUser, assign: Assign, mfa_login: MfaLogin) -> Headers:
+    """An administrator by role (not a superuser), signed in with a second factor: the admin
+    role counts only then (AUTHSVC_MFA_REQUIRED_ROLES, tests/api/test_mfa_policies.py)."""
     user = await make_user("roleadmin@example.com")
     await assign(user, "admin")
-    return await login("roleadmin@example.com")
+    return await mfa_login("roleadmin@example.com")
 
 
 async def make_role(
@@ -184,7 +185,12 @@ async def test_unrelated_users_keep_their_tokens(
 
 
 async def test_composite_roles_and_wildcards(
-    client: httpx.AsyncClient, make_user: MakeUser, login: Login, admin: Headers, assign: Assign
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    login: Login,
+    mfa_login: MfaLogin,
+    admin: Headers,
+    assign: Assign,
 ) -> None:
     await make_role(client, admin, "viewer", permissions=["users:read"])
     await make_role(client, admin, "editor", parents=["viewer"], permissions=["users:write"])
@@ -205,7 +211,7 @@ async def test_composite_roles_and_wildcards(
 
     wildcard = await client.put("/roles/chief/permissions/users:*", headers=admin)
     assert wildcard.status_code == 204
-    headers = await login("chief@example.com")
+    headers = await mfa_login("chief@example.com")  # deleting needs a second factor
     other = await make_user("other@example.com")
     assert (await client.delete(f"/users/{other.id}", headers=headers)).status_code == 204
     unknown_resource = await client.put("/roles/chief/permissions/nothing:*", headers=admin)
@@ -422,11 +428,12 @@ async def test_the_last_admin_keeps_the_admin_role(
 
 
 async def test_the_last_superuser_cannot_be_deleted_or_demoted(
-    client: httpx.AsyncClient, make_user: MakeUser, login: Login
+    client: httpx.AsyncClient, make_user: MakeUser, login: Login, mfa_login: MfaLogin
 ) -> None:
     first = await make_user("root@example.com", is_superuser=True)
     second = await make_user("root2@example.com", is_superuser=True)
-    second_headers = await login("root2@example.com")
+    # With a second factor: the DELETE below is to meet LAST_ADMIN, not the MFA guardrail.
+    second_headers = await mfa_login("root2@example.com")
     # Two administrators: one may demote the other...
     first_headers = await login("root@example.com")
     demoted = await client.patch(
@@ -566,8 +573,8 @@ async def test_every_mutation_is_audited(
     by_action = (await client.get("/audit?action=role.create", headers=admin)).json()
     assert by_action["total"] == 1
     by_actor = (await client.get(f"/audit?actor_id={admin_id}&limit=1", headers=admin)).json()
-    # The ten changes and the administrator's own sign-in (actor: the account signing in).
-    assert by_actor["total"] == 11 and len(by_actor["items"]) == 1
+    # The ten changes (the fixture's MFA session is made directly: no sign-in event).
+    assert by_actor["total"] == 10 and len(by_actor["items"]) == 1
     future = (
         await client.get("/audit", headers=admin, params={"since": "2999-01-01T00:00:00Z"})
     ).json()

@@ -148,7 +148,11 @@ async def test_superuser_routes_are_refused_to_plain_users(
 # These sign in as an unverified account (AUTHSVC_REQUIRE_VERIFIED_EMAIL is on by default).
 @pytest.mark.parametrize("settings_overrides", [{"require_verified_email": False}])
 async def test_admin_reads_updates_and_deletes_a_user(
-    client: httpx.AsyncClient, make_user: MakeUser, admin_headers: dict[str, str], login: Login
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    admin_headers: dict[str, str],
+    mfa_admin_headers: dict[str, str],
+    login: Login,
 ) -> None:
     user = await make_user("target@example.com", is_verified=False)
     their_token = await login("target@example.com")
@@ -164,7 +168,7 @@ async def test_admin_reads_updates_and_deletes_a_user(
     # Deactivated: the token they already hold stops working at once.
     assert (await client.get("/users/me", headers=their_token)).status_code == 401
 
-    deleted = await client.delete(f"/users/{user.id}", headers=admin_headers)
+    deleted = await client.delete(f"/users/{user.id}", headers=mfa_admin_headers)
     assert deleted.status_code == 204
     assert (await client.get(f"/users/{user.id}", headers=admin_headers)).status_code == 404
     assert (await client.get("/users/me", headers=their_token)).status_code == 401
@@ -210,11 +214,11 @@ async def test_a_superuser_change_makes_tokens_stale_after_a_concurrent_version_
 
 
 async def test_admin_routes_unknown_and_malformed_ids(
-    client: httpx.AsyncClient, admin_headers: dict[str, str]
+    client: httpx.AsyncClient, admin_headers: dict[str, str], mfa_admin_headers: dict[str, str]
 ) -> None:
     missing = uuid.uuid4()
     assert (await client.get(f"/users/{missing}", headers=admin_headers)).status_code == 404
-    assert (await client.delete(f"/users/{missing}", headers=admin_headers)).status_code == 404
+    assert (await client.delete(f"/users/{missing}", headers=mfa_admin_headers)).status_code == 404
     # A user id is a UUID in the route itself: anything else names no resource.
     malformed = await client.get("/users/not-a-uuid", headers=admin_headers)
     assert malformed.status_code == 404
@@ -313,6 +317,7 @@ async def test_list_users_cursor_walk_returns_everyone_once_in_order(
     client: httpx.AsyncClient,
     make_user: MakeUser,
     admin_headers: dict[str, str],
+    mfa_admin_headers: dict[str, str],
     services: AppServices,
 ) -> None:
     users = [
@@ -355,7 +360,7 @@ async def test_list_users_cursor_walk_returns_everyone_once_in_order(
     # Rows removed before the cursor shift nothing (an offset would skip a user here).
     first = (await client.get("/users?limit=3&email_prefix=walk", headers=admin_headers)).json()
     for user in first["items"]:
-        deleted = await client.delete(f"/users/{user['id']}", headers=admin_headers)
+        deleted = await client.delete(f"/users/{user['id']}", headers=mfa_admin_headers)
         assert deleted.status_code == 204
     rest = (
         await client.get(

@@ -205,7 +205,7 @@ def test_cli_policies_check_and_test(
     folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli_main(["policies", "check", "--dir", str(folder)]) == 0
-    assert "11 policies valid" in capsys.readouterr().out
+    assert "12 policies valid" in capsys.readouterr().out
     assert cli_main(["policies", "test", "--dir", str(folder)]) == 0
     assert "0 failed" in capsys.readouterr().out
 

@@ -86,7 +86,7 @@ async def token(
     context = GrantContext(
         db=db,
         users=user_manager,
-        issuer=TokenIssuer(db, services.codec),
+        issuer=TokenIssuer(db, services.codec, services.settings.mfa_required_roles),
         limiter=services.limiter,
         rules=services.rules,
         metrics=services.metrics,

@@ -7,14 +7,17 @@ deactivated account's token is refused here exactly as everywhere else.
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from fastapi_users import exceptions
 
-from authsvc.api.deps import UserManagerDep
+from authsvc.api.deps import ServicesDep, UserManagerDep
 from authsvc.api.errors import error_responses
 from authsvc.api.guards import CurrentUser
 from authsvc.errors import BadRequest
 from authsvc.schemas.users import MeRead, UserUpdate
+from authsvc.services.stepup import changes_credentials, require_recent_auth
 
 router = APIRouter(tags=["users"])
 
@@ -39,12 +42,23 @@ async def read_me(caller: CurrentUser) -> MeRead:
     "`POST /auth/confirm-email` with it makes the move (then the account's other sessions end "
     "and the old address gets a notice with a token for `POST /auth/revert-email`). A newer "
     "request replaces a pending one (its token dies); sending your current `email` withdraws "
-    "it. Requests and changes are audited.",
+    "it. Requests and changes are audited.\n\n"
+    "Changing the password or the email needs a recent sign-in: the token's `auth_time` at "
+    "most `AUTHSVC_REAUTH_MAX_AGE_SECONDS` (300) old, else 403 `REAUTH_REQUIRED` (sign in "
+    "again; a refreshed token keeps its session's `auth_time`).",
     responses=error_responses(400),
 )
 async def update_me(
-    body: UserUpdate, caller: CurrentUser, user_manager: UserManagerDep, request: Request
+    body: UserUpdate,
+    caller: CurrentUser,
+    user_manager: UserManagerDep,
+    services: ServicesDep,
+    request: Request,
 ) -> MeRead:
+    if changes_credentials(body.password, body.email, caller.user.email):
+        # Before the current password is even hashed: a stolen long-lived session cannot
+        # take the account over, whatever it knows.
+        require_recent_auth(caller.principal, services.settings.reauth_max_age_seconds, time.time())
     # A confirmed email change ends the account's other sessions; the one that asked
     # (request.state.caller) stays.
     try:

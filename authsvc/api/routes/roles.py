@@ -161,7 +161,8 @@ async def update_role(
     description="409 `ROLE_IN_USE` while users hold it, unless `force=true`; "
     "`ROLE_PROTECTED` for `admin` and `user`. 403 `POLICY_DENIED` when the policies refuse "
     "(action `roles:delete`; by default: without `roles:write`, or from outside "
-    "`AUTHSVC_TRUSTED_NETWORKS`)." + _POWER.format(what="the role confers"),
+    "`AUTHSVC_TRUSTED_NETWORKS`), `MFA_REQUIRED` when a second factor would let it through "
+    "(by default: always without one)." + _POWER.format(what="the role confers"),
     openapi_extra=policy_doc("roles:delete"),
     responses=error_responses(409),
 )

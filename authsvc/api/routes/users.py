@@ -4,6 +4,7 @@ pagination, search, filters, total), read, update, delete. ``/users/me`` stays f
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -12,12 +13,14 @@ from authsvc.api.deps import ClientIP, ServicesDep, SessionDep, UserManagerDep
 from authsvc.api.errors import error_responses
 from authsvc.api.guards import authorize, policy_doc, require_permissions, user_resource
 from authsvc.authz.engine import Principal
+from authsvc.db.models import User
 from authsvc.errors import InvalidInput
 from authsvc.schemas.users import AdminUserUpdate, UserPage, UserRead
 from authsvc.services.admin import UserAdminService, UserFilter
 from authsvc.services.container import AppServices
 from authsvc.services.decisions import Authorized, enforce, evaluate
 from authsvc.services.policies import validate_attributes
+from authsvc.services.stepup import changes_credentials, require_recent_auth
 
 router = APIRouter(tags=["users"])
 
@@ -146,8 +149,9 @@ async def get_user(allowed: UserReadPolicy) -> UserRead:
     "policies name; superuser status), for `is_superuser` unless the caller is a superuser; "
     "422 `USER_FIELD_READ_ONLY` for your own flags and `USER_ATTRIBUTES_INVALID` for "
     "`attributes: null` or attributes the policy schema does not declare; 409 `LAST_ADMIN` "
-    "when no active administrator would remain. Recorded in the audit trail."
-    + _POLICY.format(action="users:write"),
+    "when no active administrator would remain; 403 `REAUTH_REQUIRED` for a new password or "
+    "email on your own account without a recent sign-in (as on `PATCH /users/me`). Recorded "
+    "in the audit trail." + _POLICY.format(action="users:write"),
     openapi_extra=policy_doc("users:write"),
     responses=error_responses(400, 409),
 )
@@ -160,6 +164,14 @@ async def update_user(
     allowed: UserWritePolicy,
     ip: ClientIP,
 ) -> UserRead:
+    target: User = allowed.target.obj
+    if target.id == allowed.principal.user_id and changes_credentials(
+        body.password, body.email, target.email
+    ):
+        # One's own password or email, whatever the route: as PATCH /users/me.
+        require_recent_auth(
+            allowed.principal, services.settings.reauth_max_age_seconds, time.time()
+        )
     if "attributes" in body.model_fields_set:
         _may_set_attributes(services, allowed, body.attributes, ip)
     service = UserAdminService(
@@ -177,9 +189,10 @@ async def update_user(
     status_code=204,
     summary="Delete a user",
     description="403 `POLICY_DENIED` when the policies refuse (by default: without "
-    "`users:delete`, or from outside `AUTHSVC_TRUSTED_NETWORKS`); `PERMISSION_DENIED` for an "
-    "account holding permissions the caller lacks; 409 `LAST_ADMIN` for the last active "
-    "administrator. Recorded in the audit trail.",
+    "`users:delete`, or from outside `AUTHSVC_TRUSTED_NETWORKS`), `MFA_REQUIRED` when a "
+    "second factor would let it through (by default: always without one); "
+    "`PERMISSION_DENIED` for an account holding permissions the caller lacks; 409 "
+    "`LAST_ADMIN` for the last active administrator. Recorded in the audit trail.",
     openapi_extra=policy_doc("users:delete"),
     responses=error_responses(409),
 )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import Select, delete, func, insert, select, true, update
+from sqlalchemy import Select, delete, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from authsvc.authz.engine import RoleGraph, RoleNode
 from authsvc.db.models import Permission, Role, User, role_parents, role_permissions, user_roles
@@ -39,27 +40,46 @@ async def load_graph(session: AsyncSession) -> RoleGraph:
 @dataclass(frozen=True)
 class EffectiveGrants:
     """A user's roles (held and inherited), the permissions they grant, and the account's
-    ``authz_version`` and superuser flag as of the same read."""
+    ``authz_version`` and superuser flag as of the same read. ``open_roles`` and
+    ``open_permissions``: the part reached without passing through a gated role (see
+    :func:`effective_grants`); everything when no role is gated."""
 
     roles: frozenset[str]
     permissions: frozenset[str]
     authz_version: int
     is_superuser: bool
+    open_roles: frozenset[str] = frozenset()
+    open_permissions: frozenset[str] = frozenset()
 
 
-async def effective_grants(session: AsyncSession, user_id: uuid.UUID) -> EffectiveGrants | None:
+async def effective_grants(
+    session: AsyncSession, user_id: uuid.UUID, gated: Collection[str] = ()
+) -> EffectiveGrants | None:
     """One statement, whatever the depth of the hierarchy: a recursive CTE walks from the
     user's roles up through their parents. UNION (not UNION ALL) drops rows already found,
     so the walk ends even on a parent cycle, which writes refuse but the data could hold.
     The version comes from the same statement, hence the same snapshot as the roles: a
-    token never claims a version newer than the roles it lists. None: no such user."""
+    token never claims a version newer than the roles it lists. None: no such user.
+
+    Each row of the walk also says whether it was reached through a role named in ``gated``
+    (the role itself, or any role on the way to it): a role reached both ways is open. The
+    flag at most doubles the rows (UNION still ends the walk), and costs no statement."""
+    names = sorted(gated)
+    parent = aliased(Role)
+    held_role = aliased(Role)
     held = (
-        select(user_roles.c.role_id.label("role_id"))
+        select(
+            user_roles.c.role_id.label("role_id"),
+            held_role.name.in_(names).label("gated"),
+        )
+        .join(held_role, held_role.id == user_roles.c.role_id)
         .where(user_roles.c.user_id == user_id)
         .cte("held_roles", recursive=True)
     )
     held = held.union(
-        select(role_parents.c.parent_id).join(held, role_parents.c.role_id == held.c.role_id)
+        select(role_parents.c.parent_id, or_(held.c.gated, parent.name.in_(names)))
+        .join(held, role_parents.c.role_id == held.c.role_id)
+        .join(parent, parent.id == role_parents.c.parent_id)
     )
     query = (
         select(
@@ -67,6 +87,7 @@ async def effective_grants(session: AsyncSession, user_id: uuid.UUID) -> Effecti
             _users.is_superuser,
             Role.name.label("role"),
             Permission.name.label("permission"),
+            held.c.gated,
         )
         .select_from(User)
         # The user's row even without roles: their version still counts.
@@ -79,11 +100,16 @@ async def effective_grants(session: AsyncSession, user_id: uuid.UUID) -> Effecti
     rows = (await session.execute(query)).all()
     if not rows:
         return None
+    open_rows = [row for row in rows if not row.gated]
     return EffectiveGrants(
         roles=frozenset(row.role for row in rows if row.role is not None),
         permissions=frozenset(row.permission for row in rows if row.permission is not None),
         authz_version=rows[0].authz_version,
         is_superuser=rows[0].is_superuser,
+        open_roles=frozenset(row.role for row in open_rows if row.role is not None),
+        open_permissions=frozenset(
+            row.permission for row in open_rows if row.permission is not None
+        ),
     )
 
 
