@@ -34,6 +34,7 @@ from authsvc.api.routes import (
     authz,
     health,
     me,
+    mfa,
     oauth,
     roles,
     sessions,
@@ -72,6 +73,7 @@ from authsvc.services.grants import (
     PasswordGrant,
     RefreshTokenGrant,
 )
+from authsvc.services.mfa import MfaKit
 from authsvc.services.policies import PolicyStore, reload_recorded
 from authsvc.services.roles import sync_builtin
 from authsvc.services.sessions import SessionPolicy
@@ -136,6 +138,7 @@ def build_services(settings: Settings) -> AppServices:
         keys = KeyRing(keystore.load(), loader=keystore.load)
     engine = create_engine(settings.resolved_database_url)
     metrics = Metrics()
+    token_secret = load_token_secret(settings)
     codec = AccessTokenCodec(
         keys,
         issuer=settings.issuer,
@@ -159,7 +162,7 @@ def build_services(settings: Settings) -> AppServices:
             fail_open=settings.ratelimit_fail_open,
         ),
         rules=RateRules.from_settings(settings),
-        token_secret=load_token_secret(settings),
+        token_secret=token_secret,
         keystore=keystore,
         metrics=metrics,
         # Raises PolicyLoadError (naming file and policy id) on an invalid set: no start.
@@ -174,6 +177,7 @@ def build_services(settings: Settings) -> AppServices:
         ),
         # One line a grant type; discovery lists them in this order.
         grants=GrantRegistry([PasswordGrant(), RefreshTokenGrant(), ClientCredentialsGrant()]),
+        mfa=MfaKit(settings, token_secret),
     )
 
 
@@ -376,6 +380,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.include_router(email_routes.router, prefix="/auth", dependencies=limited)
     app.include_router(me.router, prefix="/users", dependencies=limited)
+    app.include_router(mfa.router, prefix="/users", dependencies=limited)
     app.include_router(sessions.auth_router, prefix="/auth", dependencies=limited)
     app.include_router(sessions.me_router, prefix="/users", dependencies=limited)
     app.include_router(users.router, prefix="/users", dependencies=limited)
