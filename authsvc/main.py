@@ -70,6 +70,7 @@ from authsvc.services.container import AppServices
 from authsvc.services.grants import (
     ClientCredentialsGrant,
     GrantRegistry,
+    MfaGrant,
     PasswordGrant,
     RefreshTokenGrant,
 )
@@ -176,7 +177,9 @@ def build_services(settings: Settings) -> AppServices:
             reuse_grace_max=settings.refresh_reuse_grace_max,
         ),
         # One line a grant type; discovery lists them in this order.
-        grants=GrantRegistry([PasswordGrant(), RefreshTokenGrant(), ClientCredentialsGrant()]),
+        grants=GrantRegistry(
+            [PasswordGrant(), RefreshTokenGrant(), ClientCredentialsGrant(), MfaGrant()]
+        ),
         mfa=MfaKit(settings, token_secret),
     )
 

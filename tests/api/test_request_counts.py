@@ -34,8 +34,9 @@ SQL_BUDGET: dict[str, dict[str, int]] = {
     # +4 with issue 13's sign-in throttle: the account's throttle row is read, the new trusted
     # device is inserted (its device token) after the account's oldest beyond 20 are let go
     # (one DELETE), and the sign-in is audited; +2 for the audit hash chain (the head's seq
-    # reserved with its lock, then its new digest stored; services/audit_chain.py).
-    "password grant": {"sqlite": 10, "postgresql": 10},
+    # reserved with its lock, then its new digest stored; services/audit_chain.py); +1 for
+    # whether the account has a confirmed second factor (issue 14: then mfa_required instead).
+    "password grant": {"sqlite": 11, "postgresql": 11},
     "refresh grant": {"sqlite": 8, "postgresql": 8},
 }
 
