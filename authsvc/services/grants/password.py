@@ -149,6 +149,8 @@ async def _challenge(
     """Answer ``mfa_required`` with a new challenge for this account and client, carrying the
     device token if it was trusted here (the second step checks it again)."""
     now = context.mfa.clock()
+    # Expired challenges are of no use; clearing them here keeps the table to the live ones.
+    await mfa_repo.purge_challenges(context.db, now)
     challenge = await mfa_repo.add_challenge(
         context.db,
         user.id,
