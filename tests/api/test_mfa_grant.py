@@ -5,6 +5,7 @@ a code for tokens whose ``amr`` says how the user signed in."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
@@ -84,7 +85,9 @@ async def test_password_then_code_gives_tokens_with_amr(
     enabled: tuple[str, list[str]],
     clock: FakeClock,
     services: AppServices,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     secret, codes = enabled
     first = await password_step(client)
     assert first.status_code == 400, first.text
@@ -125,6 +128,11 @@ async def test_password_then_code_gives_tokens_with_amr(
     # One for enable()'s own sign-in, one for this one: none at the password step.
     assert len(successes) == 2
     assert_nothing_secret(rows, secret, *codes, body["mfa_token"])
+    # Nor in a log line (the audit events are logged too, with the keys of before/after).
+    assert any(r.name == "authsvc.audit" for r in caplog.records)
+    # (Not the six digits: any timestamp or number in a log line might contain them.)
+    for value in (secret, *codes, body["mfa_token"]):
+        assert value not in caplog.text
 
 
 async def test_a_replayed_code_is_refused(
