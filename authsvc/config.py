@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     # consecutive failures one device may make before it is throttled like anyone else.
     device_token_lifetime_seconds: int = Field(default=15_552_000, ge=3_600)
     device_max_failures: int = Field(default=10, ge=1, le=100)
+    # Second factors (issue 14): the issuer label authenticator apps show next to the account,
+    # and how long the mfa_token of a password sign-in waits for its code.
+    totp_issuer: str = Field(default="authsvc", min_length=1, max_length=64)
+    mfa_token_lifetime_seconds: int = Field(default=300, ge=30, le=3_600)
 
     # Rate limits (the "limits" notation: "N/second|minute|hour|day")
     ratelimit_enabled: bool = True

@@ -43,11 +43,19 @@ class OAuthError(BadRequest):
     """An error of the token endpoint, answered in the RFC 6749 §5.2 shape too."""
 
     def __init__(
-        self, error: str, message: str, *, code: str | None = None, status_code: int = 400
+        self,
+        error: str,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int = 400,
+        extra: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message, code=code or error.upper())
         self.error = error
         self.http_status = status_code
+        # Extension members of the error body next to ``error`` (e.g. ``mfa_token``).
+        self.extra = extra or {}
 
 
 class Unauthorized(AuthsvcError):

@@ -34,6 +34,7 @@ from authsvc.api.routes import (
     authz,
     health,
     me,
+    mfa,
     mfa_admin,
     oauth,
     roles,
@@ -70,9 +71,11 @@ from authsvc.services.container import AppServices
 from authsvc.services.grants import (
     ClientCredentialsGrant,
     GrantRegistry,
+    MfaGrant,
     PasswordGrant,
     RefreshTokenGrant,
 )
+from authsvc.services.mfa import MfaKit
 from authsvc.services.policies import PolicyStore, reload_recorded
 from authsvc.services.roles import sync_builtin
 from authsvc.services.sessions import SessionPolicy
@@ -137,6 +140,7 @@ def build_services(settings: Settings) -> AppServices:
         keys = KeyRing(keystore.load(), loader=keystore.load)
     engine = create_engine(settings.resolved_database_url)
     metrics = Metrics()
+    token_secret = load_token_secret(settings)
     codec = AccessTokenCodec(
         keys,
         issuer=settings.issuer,
@@ -160,7 +164,7 @@ def build_services(settings: Settings) -> AppServices:
             fail_open=settings.ratelimit_fail_open,
         ),
         rules=RateRules.from_settings(settings),
-        token_secret=load_token_secret(settings),
+        token_secret=token_secret,
         keystore=keystore,
         metrics=metrics,
         # Raises PolicyLoadError (naming file and policy id) on an invalid set: no start.
@@ -174,7 +178,10 @@ def build_services(settings: Settings) -> AppServices:
             reuse_grace_max=settings.refresh_reuse_grace_max,
         ),
         # One line a grant type; discovery lists them in this order.
-        grants=GrantRegistry([PasswordGrant(), RefreshTokenGrant(), ClientCredentialsGrant()]),
+        grants=GrantRegistry(
+            [PasswordGrant(), RefreshTokenGrant(), ClientCredentialsGrant(), MfaGrant()]
+        ),
+        mfa=MfaKit(settings, token_secret),
     )
 
 
@@ -377,6 +384,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.include_router(email_routes.router, prefix="/auth", dependencies=limited)
     app.include_router(me.router, prefix="/users", dependencies=limited)
+    app.include_router(mfa.router, prefix="/users", dependencies=limited)
     app.include_router(sessions.auth_router, prefix="/auth", dependencies=limited)
     app.include_router(sessions.me_router, prefix="/users", dependencies=limited)
     app.include_router(users.router, prefix="/users", dependencies=limited)

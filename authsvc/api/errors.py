@@ -187,6 +187,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
             "error": exc.error,
             "error_description": exc.message,
             "detail": {"code": exc.code, "message": exc.message},
+            **getattr(exc, "extra", {}),  # LoginThrottled sets its attributes itself
         }
         headers.update({"Cache-Control": "no-store", "Pragma": "no-cache"})
         if exc.http_status == 401:

@@ -31,3 +31,12 @@ class OAuthErrorBody(BaseModel):
     error: str = Field(description="RFC 6749 §5.2 error code, e.g. invalid_grant.")
     error_description: str
     detail: dict[str, str]
+    mfa_token: str | None = Field(
+        default=None,
+        description=(
+            "With `error=mfa_required` only (the password was right, the account has a second "
+            "factor): send it back with `grant_type=urn:authsvc:params:oauth:grant-type:mfa` "
+            "and a `code`. Single use, valid `AUTHSVC_MFA_TOKEN_LIFETIME_SECONDS`, at most 5 "
+            "codes; not an access token."
+        ),
+    )

@@ -44,6 +44,13 @@ EMAIL_CHANGED = "user.email.change"
 EMAIL_REVERTED = "user.email.revert"
 EMAIL_VERIFIED = "user.email.verify"
 POLICY_RELOADED = "policy.reload"
+# Second factors (issue 14): never a secret, a code or a recovery code in an event.
+MFA_ENROLL_STARTED = "auth.mfa.enroll"  # a pending TOTP factor, waiting for its first code
+MFA_ENABLED = "auth.mfa.enable"
+MFA_REMOVED = "auth.mfa.remove"
+MFA_FAILED = "auth.mfa.failure"  # after: {"reason", "kind", "failures"}
+RECOVERY_CODE_USED = "auth.mfa.recovery_code"
+RECOVERY_CODES_REGENERATED = "auth.mfa.recovery_codes"
 MFA_RESET = "auth.mfa.reset"  # an administrator removed a user's second factor
 
 

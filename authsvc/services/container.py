@@ -18,6 +18,7 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessTokenCodec
 from authsvc.services.callers import CallerResolver
 from authsvc.services.grants.base import GrantRegistry
+from authsvc.services.mfa import MfaKit
 from authsvc.services.policies import PolicyStore
 from authsvc.services.sessions import SessionPolicy
 
@@ -42,3 +43,5 @@ class AppServices:
     policies: PolicyStore
     # The token endpoint's grant types (and discovery's grant_types_supported).
     grants: GrantRegistry
+    # Second factors' keys, codecs and clock (issue 14).
+    mfa: MfaKit

@@ -47,7 +47,12 @@ async def test_metadata_document(client: httpx.AsyncClient) -> None:
     assert document["issuer"] == ISSUER
     assert document["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert document["token_endpoint"] == f"{ISSUER}/auth/token"
-    assert document["grant_types_supported"] == ["password", "refresh_token", "client_credentials"]
+    assert document["grant_types_supported"] == [
+        "password",
+        "refresh_token",
+        "client_credentials",
+        "urn:authsvc:params:oauth:grant-type:mfa",
+    ]
     assert document["introspection_endpoint"] == f"{ISSUER}/auth/introspect"
     assert document["revocation_endpoint"] == f"{ISSUER}/auth/revoke"
     assert document["access_token_signing_alg_values_supported"] == ["RS256"]

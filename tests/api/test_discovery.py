@@ -33,7 +33,12 @@ async def test_both_locations_answer_the_same_document(client: httpx.AsyncClient
     assert document["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert document["introspection_endpoint"] == f"{ISSUER}/auth/introspect"
     assert document["revocation_endpoint"] == f"{ISSUER}/auth/revoke"
-    assert document["grant_types_supported"] == ["password", "refresh_token", "client_credentials"]
+    assert document["grant_types_supported"] == [
+        "password",
+        "refresh_token",
+        "client_credentials",
+        "urn:authsvc:params:oauth:grant-type:mfa",
+    ]
     assert document["scopes_supported"] == sorted(BUILTIN_PERMISSIONS)
     assert document["access_token_signing_alg_values_supported"] == ["RS256"]
 

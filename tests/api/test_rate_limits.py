@@ -193,7 +193,7 @@ class TestGeneralLimits:
             if path not in ("/healthz", "/readyz", "/auth/introspect", "/metrics")
             and not path.startswith("/.well-known/")  # tests/api/test_wellknown_limits.py
         ]
-        assert len(operations) == 50
+        assert len(operations) == 55
         for number, (method, path) in enumerate(operations):
             async with client_at(app, f"192.0.2.{number}") as fresh:
                 answers = [await fresh.request(method, path) for _ in range(5)]

@@ -8,6 +8,7 @@ public one. The SQL statements of the busiest requests are held under the budget
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,9 @@ from sqlalchemy import event
 from authsvc.services.container import AppServices
 from tests.conftest import PASSWORD
 from tests.openapi_helpers import document_only, fill, operations
+from tests.unit.test_totp import reference_totp
+
+MFA_GRANT = "urn:authsvc:params:oauth:grant-type:mfa"
 
 ROOMY = "1000000/minute"
 ADMIN = "admin@example.com"  # conftest's admin_headers signs this superuser in
@@ -34,9 +38,15 @@ SQL_BUDGET: dict[str, dict[str, int]] = {
     # +4 with issue 13's sign-in throttle: the account's throttle row is read, the new trusted
     # device is inserted (its device token) after the account's oldest beyond 20 are let go
     # (one DELETE), and the sign-in is audited; +2 for the audit hash chain (the head's seq
-    # reserved with its lock, then its new digest stored; services/audit_chain.py).
-    "password grant": {"sqlite": 10, "postgresql": 10},
+    # reserved with its lock, then its new digest stored; services/audit_chain.py); +1 for
+    # whether the account has a confirmed second factor (issue 14: then mfa_required instead).
+    "password grant": {"sqlite": 11, "postgresql": 11},
     "refresh grant": {"sqlite": 8, "postgresql": 8},
+    # Issue 14's second step: the challenge counted (UPDATE .. RETURNING), the user, the
+    # factor read and its step spent, the challenge spent (5), then the throttle episode
+    # ended, the device trusted (2), session, refresh token, claims and audit as in a
+    # password sign-in.
+    "mfa grant": {"sqlite": 14, "postgresql": 14},
 }
 
 _OPERATIONS = operations(document_only())
@@ -178,11 +188,29 @@ async def _measured(
         statements.reset()
         form = {"grant_type": "refresh_token", "refresh_token": refresh}
         return await client.post("/auth/token", data=form)
+    if name == "mfa grant":
+        mfa_token = await _mfa_token(client, admin)
+        statements.reset()
+        # The next step's code (within the drift): never the step the confirmation spent.
+        code = reference_totp(mfa_token[1], int(time.time()) + 30)
+        form = {"grant_type": MFA_GRANT, "mfa_token": mfa_token[0], "code": code}
+        return await client.post("/auth/token", data=form)
     statements.reset()
     if name == "password grant":
         return await _password_grant(client)
     method, path = name.split(" ")
     return await client.request(method, fill(path, {"user_id": me["id"]}), headers=admin)
+
+
+async def _mfa_token(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, str]:
+    """The admin enables a TOTP factor; a password sign-in then answers an mfa_token."""
+    secret = (await client.post("/users/me/mfa/totp", headers=admin)).json()["secret"]
+    code = reference_totp(secret, int(time.time()))
+    confirmed = await client.post("/users/me/mfa/totp/confirm", json={"code": code}, headers=admin)
+    assert confirmed.status_code == 200, confirmed.text
+    answer = await _password_grant(client)
+    assert answer.status_code == 400, answer.text
+    return answer.json()["mfa_token"], secret
 
 
 async def _password_grant(client: httpx.AsyncClient) -> httpx.Response:

@@ -22,6 +22,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 SIGNED_IN = {
     "/users/me", "/users/me/sessions", "/users/me/sessions/{session_id}", "/auth/logout",
     "/auth/logout-all", "/authz/check", "/authz/check/batch",
+    # One's own second factor (issue 14).
+    "/users/me/mfa", "/users/me/mfa/totp", "/users/me/mfa/totp/confirm",
+    "/users/me/mfa/recovery-codes",
 }  # fmt: skip
 
 

@@ -49,7 +49,18 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.
         "password reset or an administrator's unlock. A successful password sign-in returns a "
         "`device_token`; sent back as the `device_token` field, it exempts that device from the "
         "account's throttle and from the per-username limit (its own failures count instead). "
-        "An invalid or foreign device token is ignored."
+        "An invalid or foreign device token is ignored.\n\n"
+        "Second factor: for an account with a confirmed authenticator app, the right password "
+        "answers 400 `mfa_required` (code `MFA_REQUIRED`) with an `mfa_token` and no tokens. "
+        "Send `grant_type=urn:authsvc:params:oauth:grant-type:mfa` with that `mfa_token` and "
+        "`code` (the app's 6 digits, or a recovery code `xxxx-xxxx-xxxx-xxxx`) for the usual "
+        "token response (with `device_token`); the access token's `amr` is `[pwd, otp, mfa]`, "
+        "or `[pwd, mfa]` after a recovery code. An mfa_token works once, for "
+        "`AUTHSVC_MFA_TOKEN_LIFETIME_SECONDS`, for at most 5 codes, and only for the client it "
+        "was issued to: otherwise `invalid_grant` `MFA_TOKEN_INVALID`. A malformed code is "
+        "`invalid_request` `MFA_CODE_INVALID` (nothing counted); a wrong or reused one "
+        "`invalid_grant` `MFA_CODE_REJECTED`; from the fifth consecutive wrong code of the "
+        "account on, 429 `MFA_THROTTLED` with Retry-After (1 s, 2 s, 4 s ...)."
     ),
     responses={
         400: {"model": OAuthErrorBody},
@@ -75,6 +86,8 @@ async def token(
     client_secret: Annotated[str | None, Form()] = None,
     scope: Annotated[str, Form()] = "",
     device_token: Annotated[str | None, Form()] = None,
+    mfa_token: Annotated[str | None, Form()] = None,
+    code: Annotated[str | None, Form()] = None,
 ) -> JSONResponse:
     form = await request.form()  # parsed once already (FastAPI's), cached on the request
     asked = token_request(
@@ -96,6 +109,8 @@ async def token(
             services.token_secret, services.settings.device_token_lifetime_seconds
         ),
         require_verified_email=services.settings.require_verified_email,
+        mfa=services.mfa,
+        client_id=services.settings.client_id,
     )
     issued = await services.grants.exchange(asked, context)
     body = TokenResponse(

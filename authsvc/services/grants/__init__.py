@@ -8,6 +8,7 @@ from authsvc.services.grants.base import (
     token_request,
 )
 from authsvc.services.grants.client_credentials import ClientCredentialsGrant
+from authsvc.services.grants.mfa import MfaGrant
 from authsvc.services.grants.password import PasswordGrant
 from authsvc.services.grants.refresh import RefreshTokenGrant
 
@@ -16,6 +17,7 @@ __all__ = [
     "Grant",
     "GrantContext",
     "GrantRegistry",
+    "MfaGrant",
     "PasswordGrant",
     "RefreshTokenGrant",
     "TokenRequest",

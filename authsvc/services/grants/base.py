@@ -20,6 +20,7 @@ from authsvc.ratelimit.limiter import RateLimiter
 from authsvc.ratelimit.rules import RateRules
 from authsvc.security.device_tokens import DeviceTokenCodec
 from authsvc.services.issuer import IssuedTokens, TokenIssuer
+from authsvc.services.mfa import MfaKit
 from authsvc.services.sessions import SessionPolicy
 from authsvc.services.throttle import ThrottleRules
 from authsvc.services.users import UserManager
@@ -85,6 +86,10 @@ class GrantContext:
     throttle: ThrottleRules
     devices: DeviceTokenCodec
     require_verified_email: bool
+    # Second factors (the password grant's challenge, the MFA grant), and the client a
+    # challenge is bound to: the built-in first-party client the password grant serves.
+    mfa: MfaKit
+    client_id: str
 
 
 class Grant(Protocol):

@@ -4,6 +4,14 @@ Every attempt passes the per-IP limit, then the sign-in throttle (``services.thr
 per account identifier for an untrusted device, per device for one presenting a valid device
 token. An attempt held back is not evaluated at all. Each outcome is in the security trail,
 committed before the error is raised.
+
+An account with a confirmed second factor gets no tokens here: the right password answers 400
+``mfa_required`` with an ``mfa_token`` naming a new challenge (``services.grants.mfa`` takes it
+from there). Such a sign-in is not a success yet: it records no ``auth.login.success``, leaves
+the throttle as the admission left it and trusts no device. Only the second step, with the
+factor checked, ends the throttle episode and hands out a device token, so that knowing the
+password alone neither wipes the record of an attack on it nor earns a device the trust that
+exempts it from the account's throttle.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from authsvc.authz.engine import Principal
 from authsvc.db.models import User, utcnow
+from authsvc.db.repositories import mfa as mfa_repo
 from authsvc.db.repositories.throttles import DeviceState
 from authsvc.errors import OAuthError
 from authsvc.notify.base import TokenMessage
@@ -84,6 +93,8 @@ class PasswordGrant:
                 "one (POST /auth/request-verify-token).",
                 code="EMAIL_NOT_VERIFIED",
             )
+        if await mfa_repo.confirmed(context.db, user.id):
+            await _challenge(context, request, user, device)
         device_id = await throttle.signed_in(key, user.id, device, had_row, now)
         trail.succeeded(user)
         sessions = SessionService(context.db, context.session_policy)
@@ -130,6 +141,34 @@ class PasswordGrant:
         raise OAuthError(
             "invalid_grant", "Incorrect email or password.", code="LOGIN_BAD_CREDENTIALS"
         )
+
+
+async def _challenge(
+    context: GrantContext, request: TokenRequest, user: User, device: DeviceState | None
+) -> NoReturn:
+    """Answer ``mfa_required`` with a new challenge for this account and client, carrying the
+    device token if it was trusted here (the second step checks it again)."""
+    now = context.mfa.clock()
+    # Expired challenges are of no use; clearing them here keeps the table to the live ones.
+    await mfa_repo.purge_challenges(context.db, now)
+    challenge = await mfa_repo.add_challenge(
+        context.db,
+        user.id,
+        context.client_id,
+        request.optional("device_token") if device is not None else None,
+        now,
+        now + context.mfa.token_lifetime,
+    )
+    await context.db.commit()
+    # RFC 6749 §5.2 allows error codes beyond its own; the extension member carries the token.
+    raise OAuthError(
+        "mfa_required",
+        "The password is right; this account also needs a second factor. Send the mfa_token "
+        "with a code from the authenticator app (or a recovery code) as "
+        "grant_type=urn:authsvc:params:oauth:grant-type:mfa.",
+        code="MFA_REQUIRED",
+        extra={"mfa_token": context.mfa.tokens.issue(challenge)},
+    )
 
 
 @dataclasses.dataclass
