@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.authz.engine import Principal
 from authsvc.db.models import User
+from authsvc.db.repositories import mfa as mfa_repo
 from authsvc.db.repositories import roles as roles_repo
 from authsvc.db.repositories import sessions as sessions_repo
 from authsvc.db.repositories import users as users_repo
@@ -101,8 +102,10 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     # --- passwords -------------------------------------------------------------------------
 
     async def validate_password(self, password: str, user: schemas.UC | User) -> None:
-        # No account has a second factor yet (MFA arrives with issue 14, which passes True).
-        reason = await self.policy.validate(password, email=user.email, has_second_factor=False)
+        # NIST SP 800-63B-4 §3.1.1.2: a shorter minimum once the password is not the only
+        # factor (an account being created has none yet).
+        second = isinstance(user, User) and await mfa_repo.confirmed(self.session, user.id)
+        reason = await self.policy.validate(password, email=user.email, has_second_factor=second)
         if reason is not None:
             raise exceptions.InvalidPasswordException(reason=reason)
 

@@ -330,3 +330,19 @@ async def test_a_factor_is_bound_to_its_account(
     assert response.status_code == 409
     assert response.json()["detail"]["code"] == "MFA_FACTOR_UNREADABLE"
     assert uuid.UUID(str(other.id))
+
+
+async def test_a_second_factor_lowers_the_password_minimum_to_eight(
+    client: httpx.AsyncClient, headers: dict[str, str], clock: FakeClock
+) -> None:
+    """NIST SP 800-63B-4 §3.1.1.2: 15 characters for a password that is the only factor, 8
+    once the account has a second one (AUTHSVC_PASSWORD_MIN_LENGTH_WITH_MFA)."""
+    short = "eight or so"  # 11 characters, on no list
+    change = {"password": short, "current_password": PASSWORD}
+    refused = await client.patch("/users/me", headers=headers, json=change)
+    assert refused.status_code == 400, refused.text
+    assert "15" in refused.json()["detail"]["message"]
+
+    await enable(client, headers, clock)
+    accepted = await client.patch("/users/me", headers=headers, json=change)
+    assert accepted.status_code == 200, accepted.text

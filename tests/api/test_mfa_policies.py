@@ -280,3 +280,31 @@ def test_recent_means_at_most_max_age() -> None:
         with pytest.raises(Forbidden) as refused:
             require_recent_auth(principal, 300, now)
         assert refused.value.code == "REAUTH_REQUIRED"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/users/me/mfa/totp", None),
+        ("POST", "/users/me/mfa/totp/confirm", {"code": "123456"}),
+        ("DELETE", "/users/me/mfa/totp", {"code": "123456"}),
+        ("POST", "/users/me/mfa/recovery-codes", {"code": "123456"}),
+    ],
+)
+async def test_changing_second_factors_needs_a_recent_sign_in(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    mfa_login: MfaLogin,
+    method: str,
+    path: str,
+    body: dict[str, str] | None,
+) -> None:
+    """A stolen access token an hour old must not be enough to add, confirm, remove or renew
+    a second factor: the issue's recent-authentication check, as on password and email."""
+    await make_user("factors@example.com")
+    stale = await mfa_login("factors@example.com", amr=("pwd",), auth_time=_ago(3600))
+    refused = await client.request(method, path, headers=stale, json=body)
+    assert (refused.status_code, code(refused)) == (403, "REAUTH_REQUIRED"), refused.text
+    # Nothing was started on the way.
+    status = await client.get("/users/me/mfa", headers=stale)
+    assert status.status_code == 200 and status.json()["totp"] == "none"

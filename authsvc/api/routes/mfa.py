@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from authsvc.api.deps import ClientIP, ServicesDep, SessionDep
 from authsvc.api.errors import error_responses
-from authsvc.api.guards import CurrentUser
+from authsvc.api.guards import CurrentUser, RecentAuth
 from authsvc.schemas.mfa import (
     CodeBody,
     MfaStatusRead,
@@ -26,6 +26,11 @@ _CODE_ERRORS = (
     "counted); 400 `MFA_CODE_REJECTED` for a wrong, expired or already used one (counted: "
     "from the fifth consecutive failure on, the next code waits 1 s, 2 s, 4 s ..., answered "
     "429 `MFA_THROTTLED` with Retry-After)."
+)
+# Appended to the description of every route that changes a second factor.
+_RECENT = (
+    " Needs a recent sign-in: the access token's `auth_time` at most "
+    "`AUTHSVC_REAUTH_MAX_AGE_SECONDS` (300) old, else 403 `REAUTH_REQUIRED` (sign in again)."
 )
 
 
@@ -54,11 +59,11 @@ async def mfa_status(
     "(`Cache-Control: no-store`). The factor is pending until `POST /users/me/mfa/totp/confirm` "
     "with a first code; a pending factor asks nothing at sign-in, and starting again replaces "
     "it. 409 `MFA_ALREADY_ENROLLED` when one is enabled (remove it first). Audited "
-    "(`auth.mfa.enroll`, never the secret).",
-    responses=error_responses(409),
+    "(`auth.mfa.enroll`, never the secret)." + _RECENT,
+    responses=error_responses(403, 409),
 )
 async def start_totp(
-    caller: CurrentUser, db: SessionDep, services: ServicesDep, ip: ClientIP
+    caller: CurrentUser, _recent: RecentAuth, db: SessionDep, services: ServicesDep, ip: ClientIP
 ) -> JSONResponse:
     enrolment = await _service(db, services, caller, ip).start(caller.user)
     body = TotpEnrolmentRead(
@@ -74,11 +79,16 @@ async def start_totp(
     description="Enables the factor: from now on a password sign-in asks for a code "
     "(`mfa_required` at `POST /auth/token`). Answers ten recovery codes, shown this once "
     "(`Cache-Control: no-store`). 409 `MFA_NOT_PENDING` when no enrolment waits (none "
-    f"started, or confirmed already). {_CODE_ERRORS} Audited (`auth.mfa.enable`).",
-    responses=error_responses(400, 409, 429),
+    f"started, or confirmed already). {_CODE_ERRORS} Audited (`auth.mfa.enable`)." + _RECENT,
+    responses=error_responses(400, 403, 409, 429),
 )
 async def confirm_totp(
-    body: CodeBody, caller: CurrentUser, db: SessionDep, services: ServicesDep, ip: ClientIP
+    body: CodeBody,
+    caller: CurrentUser,
+    _recent: RecentAuth,
+    db: SessionDep,
+    services: ServicesDep,
+    ip: ClientIP,
 ) -> JSONResponse:
     codes = await _service(db, services, caller, ip).confirm(caller.user, body.code)
     return JSONResponse(RecoveryCodesRead(recovery_codes=codes).model_dump(), headers=_NO_STORE)
@@ -91,12 +101,13 @@ async def confirm_totp(
     description="Needs `code` (a current one from the app), or, the app lost, `password` and "
     "`recovery_code`. A pending enrolment is removed without either. 404 `MFA_NOT_ENROLLED` "
     f"when there is none. {_CODE_ERRORS} A wrong password counts like a wrong code. Audited "
-    "(`auth.mfa.remove`).",
-    responses=error_responses(400, 404, 409, 429),
+    "(`auth.mfa.remove`)." + _RECENT,
+    responses=error_responses(400, 403, 404, 409, 429),
 )
 async def remove_totp(
     body: RemoveTotpBody,
     caller: CurrentUser,
+    _recent: RecentAuth,
     db: SessionDep,
     services: ServicesDep,
     ip: ClientIP,
@@ -116,11 +127,16 @@ async def remove_totp(
     summary="New recovery codes",
     description="Needs a current `code` from the app. Answers ten new recovery codes "
     "(`Cache-Control: no-store`); every earlier one stops working. 409 `MFA_NOT_ENABLED` "
-    f"without an enabled factor. {_CODE_ERRORS} Audited (`auth.mfa.recovery_codes`).",
-    responses=error_responses(400, 409, 429),
+    f"without an enabled factor. {_CODE_ERRORS} Audited (`auth.mfa.recovery_codes`)." + _RECENT,
+    responses=error_responses(400, 403, 409, 429),
 )
 async def regenerate_codes(
-    body: CodeBody, caller: CurrentUser, db: SessionDep, services: ServicesDep, ip: ClientIP
+    body: CodeBody,
+    caller: CurrentUser,
+    _recent: RecentAuth,
+    db: SessionDep,
+    services: ServicesDep,
+    ip: ClientIP,
 ) -> JSONResponse:
     codes = await _service(db, services, caller, ip).regenerate(caller.user, body.code)
     return JSONResponse(RecoveryCodesRead(recovery_codes=codes).model_dump(), headers=_NO_STORE)
