@@ -121,10 +121,11 @@ async def test_reset_removes_everything_in_one_go_audited_and_mailed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     owner = await make_user("lost-phone@example.com")
+    # Signed in (by password) before the factor exists: a factor makes sign-in two steps.
+    owner_headers = await login("lost-phone@example.com")
     confirmed_at = await enrol(services, owner, used=2, challenges=2)
     bystander = await make_user("bystander@example.com")
     await enrol(services, bystander)
-    owner_headers = await login("lost-phone@example.com")
     capsys.readouterr()
 
     reset = await client.delete(f"/users/{owner.id}/mfa", headers=admin_headers)
@@ -190,13 +191,15 @@ async def test_a_suspected_takeover_ends_every_session_with_the_factor(
     services: AppServices,
 ) -> None:
     victim = await make_user("victim@example.com")
-    await enrol(services, victim)
+    # Two sessions signed in by password before the factor exists (a factor makes sign-in
+    # two steps); the rows are then written directly.
     taker = await login("victim@example.com")
     tokens = await client.post(
         "/auth/token",
         data={"grant_type": "password", "username": "victim@example.com",
               "password": "correct horse battery staple"},
     )  # fmt: skip
+    await enrol(services, victim)
     refresh = tokens.json()["refresh_token"]
 
     reset = await client.delete(
